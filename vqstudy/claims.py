@@ -1,0 +1,108 @@
+"""Claim checks (STUDY.md, The claims and their checks).
+
+Each check states its rule as text (shown in the notebook before the numbers), tests it
+in every seed, and returns a :class:`Verdict`: holds / does not hold, every condition
+with the numbers behind it. :func:`record` writes the verdict as JSON beside the
+executed notebook, where the book's scorecard finds it. A rule is never loosened to
+make a claim pass.
+"""
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+
+@dataclass
+class Condition:
+    name: str
+    holds: bool
+    detail: str
+
+
+@dataclass
+class Verdict:
+    claim: str
+    title: str
+    rule: str
+    conditions: list[Condition]
+    numbers: dict
+    profile: str = ""
+    seeds: list = field(default_factory=list)
+    notebook: str = ""
+
+    @property
+    def holds(self) -> bool:
+        return all(c.holds for c in self.conditions)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "holds": self.holds}
+
+    def summary(self) -> str:
+        lines = [f"{self.claim} {'HOLDS' if self.holds else 'DOES NOT HOLD'} ({self.profile}, seeds {self.seeds})"]
+        lines += [f"  [{'x' if c.holds else ' '}] {c.name}: {c.detail}" for c in self.conditions]
+        return "\n".join(lines)
+
+
+def record(verdict: Verdict, directory: str | Path = ".") -> Path:
+    """Write ``<notebook>.verdict.json`` (machine-readable) into ``directory``."""
+    path = Path(directory) / f"{verdict.notebook}.verdict.json"
+    path.write_text(json.dumps(verdict.to_dict(), indent=2, default=float))
+    return path
+
+
+def glue_verdict(verdict: Verdict, prefix: str) -> None:
+    """Glue ``<prefix>_verdict`` ("holds" / "does not hold") and the rule for the prose."""
+    from myst_nb import glue
+
+    glue(f"{prefix}_verdict", "holds" if verdict.holds else "does not hold", display=False)
+    glue(f"{prefix}_rule", verdict.rule, display=False)
+
+
+def seed_means(df: pd.DataFrame, by: str, metric: str) -> pd.DataFrame:
+    """Mean over seeds of ``metric``: one row per value of ``by``, one column per regime."""
+    return df.pivot_table(index=by, columns="regime", values=metric, aggfunc="mean")
+
+
+C1_RULE = (
+    "At the largest K, in every seed: baseline has lower perplexity, lower usage and a smaller "
+    "codebook spread than pretrain, and pretrain has the lower MSE. And the pretrain/baseline "
+    "ratio of seed-mean perplexities grows with K: it is higher at the largest K than at the "
+    "smallest, and its rank correlation with K is positive."
+)
+
+
+def check_tokens_collapse(df: pd.DataFrame, profile: str = "", notebook: str = "tokens_collapse") -> Verdict:
+    """C1 on a table with columns regime, seed, codebook_size, perplexity, usage,
+    codebook_spread, mse (one row per run)."""
+    k_max, k_min = df.codebook_size.max(), df.codebook_size.min()
+    at_max = df[df.codebook_size == k_max].pivot_table(index="seed", columns="regime",
+                                                       values=["perplexity", "usage", "codebook_spread", "mse"])
+    seeds = sorted(at_max.index.tolist())
+
+    def per_seed(metric, lower):
+        b, p = at_max[(metric, "baseline")], at_max[(metric, "pretrain")]
+        ok = (b < p) if lower == "baseline" else (p < b)
+        detail = "; ".join(f"seed {s}: baseline {b[s]:.4g} vs pretrain {p[s]:.4g}" for s in seeds)
+        return Condition(f"K={k_max}: {lower} has the lower {metric} in every seed", bool(ok.all()), detail)
+
+    conditions = [per_seed("perplexity", "baseline"), per_seed("usage", "baseline"),
+                  per_seed("codebook_spread", "baseline"), per_seed("mse", "pretrain")]
+    ppl = seed_means(df, "codebook_size", "perplexity")
+    ratio = ppl["pretrain"] / ppl["baseline"]
+    rho = float(pd.Series(ratio.index, index=ratio.index).corr(ratio, method="spearman")) if len(ratio) > 1 else 0.0
+    conditions.append(Condition(
+        "the pretrain/baseline perplexity ratio grows with K",
+        bool(ratio[k_max] > ratio[k_min] and rho > 0),
+        f"ratio {ratio[k_min]:.3g} at K={k_min}, {ratio[k_max]:.3g} at K={k_max}; Spearman rho={rho:.2f}; "
+        + ", ".join(f"K={k}: {v:.3g}" for k, v in ratio.items())))
+    means = at_max.mean()
+    numbers = {
+        "k_max": int(k_max),
+        **{f"{m}_{r}": float(means[(m, r)]) for m in ("perplexity", "usage", "codebook_spread", "mse")
+           for r in ("baseline", "pretrain")},
+        "ratio_at_kmin": float(ratio[k_min]), "ratio_at_kmax": float(ratio[k_max]), "ratio_spearman": rho,
+    }
+    return Verdict("C1", "Tokens collapse (synthetic data)", C1_RULE, conditions, numbers,
+                   profile=profile, seeds=seeds, notebook=notebook)

@@ -1,0 +1,86 @@
+"""Figures. Each function draws one kind of figure from run results or a results table
+and returns the matplotlib Figure, so a notebook cell is one call."""
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+REGIME_COLORS = {"baseline": "#d95f02", "pretrain": "#1b9e77"}
+
+
+def latent_panel(ax, snapshot: dict, title: str, max_points: int = 2000) -> None:
+    """2-D embeddings coloured by class, with every token drawn on top: used tokens as
+    black crosses, dead ones (never the nearest token on the evaluation set) as red."""
+    emb, labels = snapshot["embeddings"][:max_points].numpy(), snapshot["labels"][:max_points].numpy()
+    tokens, counts = snapshot["tokens"].numpy(), snapshot["counts"].numpy()
+    ax.scatter(emb[:, 0], emb[:, 1], c=labels, cmap="tab10", s=4, alpha=0.5, linewidths=0)
+    used = counts > 0
+    ax.scatter(tokens[used, 0], tokens[used, 1], marker="x", c="black", s=14, linewidths=0.8, label="used token")
+    ax.scatter(tokens[~used, 0], tokens[~used, 1], marker="x", c="red", s=14, linewidths=0.8, label="dead token")
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def latent_space(results: dict, k: int) -> plt.Figure:
+    """The C1 headline: rows = regimes, columns = at VQ initialisation / after training.
+    ``results`` maps regime -> one run result."""
+    fig, axes = plt.subplots(len(results), 2, figsize=(8, 4 * len(results)), squeeze=False)
+    for row, (regime, r) in enumerate(results.items()):
+        for col, when in enumerate(("init", "final")):
+            m = r["init_metrics"] if when == "init" else r["metrics"]
+            latent_panel(axes[row, col], r[when],
+                         f"{regime}, {'at VQ initialisation' if when == 'init' else 'end of training'}\n"
+                         f"K={k}: perplexity {m['perplexity']:.1f}, dead {m['dead_tokens']}")
+    axes[0, 0].legend(loc="lower left", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def latent_row(results: list[tuple[str, dict]], when: str = "final") -> plt.Figure:
+    """Latent spaces side by side, one panel per (title, run result)."""
+    fig, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 4), squeeze=False)
+    for ax, (title, r) in zip(axes[0], results):
+        latent_panel(ax, r[when], title)
+    fig.tight_layout()
+    return fig
+
+
+def metrics_against(df: pd.DataFrame, x: str, metrics: list[str], log2: bool = True,
+                    labels: dict | None = None) -> plt.Figure:
+    """Each metric against ``x``, one line per regime: mean over seeds with a band of
+    one standard deviation (seaborn's ``errorbar='sd'``)."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        sns.lineplot(data=df, x=x, y=metric, hue="regime", palette=REGIME_COLORS, marker="o",
+                     errorbar="sd", ax=ax, legend=ax is axes[0, 0])
+        if log2:
+            ax.set_xscale("log", base=2)
+        ax.set_ylabel((labels or {}).get(metric, metric))
+    fig.tight_layout()
+    return fig
+
+
+def token_use_histogram(counts: dict, k: int) -> plt.Figure:
+    """How often each token is used, sorted, per regime (log y): a collapsed codebook
+    shows a short head and a long run of zeros."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for regime, c in counts.items():
+        ax.plot(np.sort(c.numpy())[::-1] + 1, label=regime, color=REGIME_COLORS.get(regime))
+    ax.set_yscale("log")
+    ax.set_xlabel(f"token rank (of K={k})")
+    ax.set_ylabel("uses + 1 on the evaluation set")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def summary_table(df: pd.DataFrame, by: str, metrics: list[str]) -> pd.DataFrame:
+    """Mean ± std over seeds per (``by``, regime), formatted for reading."""
+    g = df.groupby([by, "regime"])[metrics]
+    mean, std = g.mean(), g.std().fillna(0.0)
+    out = mean.astype(object)
+    for metric in metrics:
+        out[metric] = [f"{m:.4g} ± {s:.2g}" for m, s in zip(mean[metric], std[metric])]
+    return out
