@@ -1,0 +1,37 @@
+"""The sweep of each notebook: its parameters (a resolved profile, see
+:mod:`vqstudy.params`) -> the list of training configs it runs.
+
+The notebook and ``python -m vqstudy sweep`` both call these, so a cluster can
+precompute exactly the runs a notebook will later read from the run cache.
+"""
+
+from vqstudy.params import resolve
+from vqstudy.training import Config
+
+REGIMES = ("baseline", "pretrain")
+
+
+def synthetic_base(P: dict) -> Config:
+    """Config fields shared by the synthetic-data notebooks, from their parameters."""
+    return Config(data="gaussian_mixture", model="mlp", input_dim=P["input_dim"], separation=P["separation"],
+                  noise=P["noise"], n_train_per_class=P["n_train_per_class"],
+                  n_eval_per_class=P["n_eval_per_class"], depth=P["depth"], latent_dim=P["latent_dim"],
+                  total_steps=P["total_steps"], pretrain_steps=P["pretrain_steps"], batch_size=P["batch_size"],
+                  lr=P["lr"], kmeans_iters=P["kmeans_iters"], device=P["device"])
+
+
+def tokens_collapse(P: dict) -> list[Config]:
+    """C1: every codebook size x regime x seed, at one encoder width."""
+    base = synthetic_base(P).replace(hidden=P["hidden"])
+    return [base.replace(regime=regime, codebook_size=k, seed=seed)
+            for k in P["codebook_sizes"] for regime in REGIMES for seed in P["seeds"]]
+
+
+SWEEPS = {"tokens_collapse": tokens_collapse}
+
+
+def configs_for(notebook: str, profile: str, overrides: dict | None = None) -> list[Config]:
+    """Every config ``notebook`` trains at ``profile`` (e.g. for ``vqstudy sweep``)."""
+    if notebook not in SWEEPS:
+        raise ValueError(f"no sweep for notebook {notebook!r}; known: {sorted(SWEEPS)}")
+    return SWEEPS[notebook](resolve(notebook, profile, overrides))
