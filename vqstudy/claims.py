@@ -31,6 +31,7 @@ class Verdict:
     profile: str = ""
     seeds: list = field(default_factory=list)
     notebook: str = ""
+    statement: str = ""  # the paper's claim in one sentence, for the scorecard
 
     @property
     def holds(self) -> bool:
@@ -64,6 +65,11 @@ def seed_means(df: pd.DataFrame, by: str, metric: str) -> pd.DataFrame:
     """Mean over seeds of ``metric``: one row per value of ``by``, one column per regime."""
     return df.pivot_table(index=by, columns="regime", values=metric, aggfunc="mean")
 
+
+C1_CLAIM = (
+    "K-means on an untrained encoder's outputs puts the tokens in a small region, so most of them "
+    "die during training; pretraining the autoencoder first prevents it, and the gap grows with K."
+)
 
 C1_RULE = (
     "At the largest K, in every seed: baseline has lower perplexity, lower usage and a smaller "
@@ -105,4 +111,4 @@ def check_tokens_collapse(df: pd.DataFrame, profile: str = "", notebook: str = "
         "ratio_at_kmin": float(ratio[k_min]), "ratio_at_kmax": float(ratio[k_max]), "ratio_spearman": rho,
     }
     return Verdict("C1", "Tokens collapse (synthetic data)", C1_RULE, conditions, numbers,
-                   profile=profile, seeds=seeds, notebook=notebook)
+                   profile=profile, seeds=seeds, notebook=notebook, statement=C1_CLAIM)
