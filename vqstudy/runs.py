@@ -203,7 +203,7 @@ def _run_on_dask(configs, use_cache, progress, desc, scheduler):
         version = code_version()
         futures = {client.submit(run_on_worker, configs[i], str(path), version, use_cache,
                                  key=f"vqstudy-run-{path.stem}"): path for path, i in todo.items()}
-        for future in as_completed(futures):
+        for future in as_completed(futures, loop=client.loop):  # loop: the client need not be the default one
             path = futures[future]
             cfg = configs[todo[path]]
             if future.status != "finished":  # "error": the run raised, or its workers kept dying
