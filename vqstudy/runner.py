@@ -3,12 +3,20 @@
 The table of contents (``_toc.yml``) is the list of notebooks: an entry
 ``book/claims/NAME`` is executed from ``notebooks/NAME.ipynb`` at the chosen profile
 into ``book/claims/NAME.ipynb`` (a build product), with ``book/claims`` as working
-directory so that its verdict JSON lands beside it. The book build only renders
-(``execute_notebooks: off``). A notebook that fails is reported with its error; the
-others still run and keep their results, and the command exits non-zero.
+directory so that its verdict JSON lands beside it. Then the scorecard page is written
+from the verdicts (:mod:`vqstudy.scorecard`) and the book rendered
+(``execute_notebooks: off``) with Sphinx warnings as errors.
+
+A notebook that fails is reported with its error; the others still run and keep their
+results, the book is still rendered (the scorecard says which verdict is missing), and
+the command exits non-zero. Ctrl-C or SIGTERM stops at once, prints what finished, and
+exits 130: training runs that completed are in the run cache, so the next ``make book``
+resumes where this one stopped.
 """
 
+import contextlib
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -40,10 +48,32 @@ def toc_files(root: Path = REPO_ROOT) -> list[str]:
     return found
 
 
+# Pages of book/claims/ that the runner writes itself rather than executes.
+GENERATED_PAGES = ("scorecard",)
+
+
 def executed_notebooks(root: Path = REPO_ROOT) -> list[str]:
     """Names of the notebooks the book shows as executed chapters."""
     prefix = EXECUTED_DIR.as_posix() + "/"
-    return [f[len(prefix):] for f in toc_files(root) if f.startswith(prefix)]
+    return [f[len(prefix):] for f in toc_files(root)
+            if f.startswith(prefix) and f[len(prefix):] not in GENERATED_PAGES]
+
+
+def copy_sources(destination: Path, root: Path = REPO_ROOT) -> Path:
+    """Copy the book's sources (top-level files, ``book/`` without its build products,
+    ``notebooks/``) to ``destination``: a place to build the book at another profile,
+    e.g. in a test, without touching the real ``book/claims`` and ``_build``."""
+    import shutil
+
+    destination.mkdir(parents=True, exist_ok=True)
+    for path in root.iterdir():
+        if path.is_file() and not path.name.startswith("."):
+            shutil.copy2(path, destination / path.name)
+    shutil.copytree(root / "book", destination / "book", dirs_exist_ok=True,
+                    ignore=lambda folder, names: [EXECUTED_DIR.name] if Path(folder) == root / "book" else [])
+    shutil.copytree(root / "notebooks", destination / "notebooks", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    return destination
 
 
 def read_verdict(name: str, root: Path = REPO_ROOT) -> dict | None:
@@ -61,8 +91,15 @@ def execute(name: str, profile: str, root: Path = REPO_ROOT, parameters: dict | 
     out_dir = root / EXECUTED_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / f"{name}.ipynb"
-    papermill.execute_notebook(str(source), str(output), parameters={"profile": profile, **(parameters or {})},
-                               cwd=str(out_dir), kernel_name="python3", progress_bar=True)
+    # A verdict left by an earlier build must not stand in for this one if it fails.
+    (out_dir / f"{name}.verdict.json").unlink(missing_ok=True)
+    try:
+        papermill.execute_notebook(str(source), str(output), parameters={"profile": profile, **(parameters or {})},
+                                   cwd=str(out_dir), kernel_name="python3", progress_bar=True)
+    except BaseException:  # a failed notebook is still rendered, with its error
+        with contextlib.suppress(Exception):
+            hide_injected_parameters(output)
+        raise
     hide_injected_parameters(output)
     return output
 
@@ -86,8 +123,35 @@ def build_html(root: Path = REPO_ROOT) -> int:
     return subprocess.call(cmd, cwd=root)
 
 
+def verdict_line(verdict: dict | None) -> str:
+    if verdict is None:
+        return "no verdict recorded"
+    conditions = verdict["conditions"]
+    return (f"{'holds' if verdict['holds'] else 'DOES NOT HOLD'} "
+            f"({sum(c['holds'] for c in conditions)}/{len(conditions)} conditions)")
+
+
+def error_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"FAILED: {exc.__class__.__name__}: {text.splitlines()[-1] if text else ''}"
+
+
+def interrupted_in_kernel(exc: Exception) -> bool:
+    """Ctrl-C reaches the kernel too; papermill reports it as the cell's error."""
+    return getattr(exc, "ename", "") == "KeyboardInterrupt"
+
+
+def raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def build_book(profile: str = "quick", only: list[str] | None = None, build: bool = True,
                root: Path = REPO_ROOT) -> int:
+    """Execute the toc's notebooks (or ``only`` those), write the scorecard, render.
+
+    Prints a header per notebook (papermill draws a bar of its cells, the notebook's
+    sweep a bar of its runs and of each run's steps) and a one-line summary per notebook
+    at the end: wall time and verdict."""
     if profile not in PROFILES:
         print(f"error: --profile {profile!r} is not a profile; allowed: {', '.join(PROFILES)}", file=sys.stderr)
         return 2
@@ -96,26 +160,44 @@ def build_book(profile: str = "quick", only: list[str] | None = None, build: boo
     if unknown:
         print(f"error: --only {unknown} not in _toc.yml; the book's notebooks are {names}", file=sys.stderr)
         return 2
+    todo = [name for name in names if not only or name in only]
     summary, failed = [], []
-    for name in names:
-        if only and name not in only:
-            continue
-        started = time.perf_counter()
-        print(f"== executing {name} at profile {profile}", flush=True)
-        try:
-            execute(name, profile, root)
-            verdict = read_verdict(name, root)
-            status = "no verdict" if verdict is None else ("holds" if verdict["holds"] else "does not hold")
-        except Exception as exc:  # report, keep the other notebooks' results, go on
-            failed.append(name)
-            status = f"FAILED: {exc.__class__.__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
-        summary.append(f"{name:<28} {time.perf_counter() - started:7.1f} s   {status}")
-    print("\n== summary")
+    book_started = time.perf_counter()
+    previous_sigterm = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    try:
+        for i, name in enumerate(todo, 1):
+            started = time.perf_counter()
+            print(f"== [{i}/{len(todo)}] executing notebooks/{name}.ipynb at profile {profile}", flush=True)
+            try:
+                execute(name, profile, root)
+                status = verdict_line(read_verdict(name, root))
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # report, keep the other notebooks' results, go on
+                if interrupted_in_kernel(exc):
+                    raise KeyboardInterrupt from exc
+                failed.append(name)
+                status = error_line(exc)
+            summary.append(f"{name:<28} {time.perf_counter() - started:7.1f} s   {status}")
+            print(f"== {summary[-1]}", flush=True)
+    except KeyboardInterrupt:
+        print("\n== interrupted; finished so far:\n" + ("\n".join(summary) or "(none)"), file=sys.stderr)
+        print("Training runs that completed are in the run cache; run the same command again to resume.",
+              file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+
+    from vqstudy import scorecard
+
+    page = scorecard.write(root)
+    print(f"\n== summary ({profile}, {time.perf_counter() - book_started:.0f} s; scorecard: {page.relative_to(root)})")
     print("\n".join(summary))
+    code = 0
     if failed:
         print(f"\n{len(failed)} notebook(s) failed: {failed}; executed copies with the error are in {EXECUTED_DIR}/",
               file=sys.stderr)
-        return 1
+        code = 1
     if build:
-        return build_html(root)
-    return 0
+        code = build_html(root) or code
+    return code
