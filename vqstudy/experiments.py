@@ -27,7 +27,14 @@ def tokens_collapse(P: dict) -> list[Config]:
             for k in P["codebook_sizes"] for regime in REGIMES for seed in P["seeds"]]
 
 
-SWEEPS = {"tokens_collapse": tokens_collapse}
+def template(P: dict) -> list[Config]:
+    """The template notebook (notebooks/template.ipynb): every codebook size x seed, pretrain
+    regime only. Copy it for a new claim's sweep."""
+    base = synthetic_base(P).replace(hidden=P["hidden"], regime="pretrain")
+    return [base.replace(codebook_size=k, seed=seed) for k in P["codebook_sizes"] for seed in P["seeds"]]
+
+
+SWEEPS = {"tokens_collapse": tokens_collapse, "template": template}
 
 
 def configs_for(notebook: str, profile: str, overrides: dict | None = None) -> list[Config]:
