@@ -34,7 +34,16 @@ def template(P: dict) -> list[Config]:
     return [base.replace(codebook_size=k, seed=seed) for k in P["codebook_sizes"] for seed in P["seeds"]]
 
 
-SWEEPS = {"tokens_collapse": tokens_collapse, "template": template}
+def embeddings_collapse(P: dict) -> list[Config]:
+    """C2: every encoder width x regime x seed, at one codebook size; every evaluation
+    embedding is kept, so separability is measured on the whole evaluation set."""
+    base = synthetic_base(P).replace(codebook_size=P["codebook_size"],
+                                     keep_embeddings=10 * P["n_eval_per_class"])
+    return [base.replace(regime=regime, hidden=width, seed=seed)
+            for width in P["widths"] for regime in REGIMES for seed in P["seeds"]]
+
+
+SWEEPS = {"tokens_collapse": tokens_collapse, "embeddings_collapse": embeddings_collapse, "template": template}
 
 
 def configs_for(notebook: str, profile: str, overrides: dict | None = None) -> list[Config]:
