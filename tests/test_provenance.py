@@ -29,3 +29,18 @@ def test_default_start_is_the_process_start():
 def test_wall_time_reads_well():
     assert provenance.wall_time(4.24) == "4.2 s"
     assert provenance.wall_time(125) == "2 min 5 s"
+
+
+def test_every_chapter_ends_with_its_provenance():
+    import nbformat
+
+    from vqstudy import runner
+    from vqstudy.params import REPO_ROOT
+
+    for name in runner.executed_notebooks() + ["template"]:
+        nb = nbformat.read(REPO_ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+        last = nb.cells[-1]
+        assert last.cell_type == "code" and last.source.strip() == "provenance.show(P)", (
+            f"notebooks/{name}.ipynb must end with a code cell `provenance.show(P)` tagged remove-input")
+        assert "remove-input" in last.metadata.get("tags", []), name
+        assert any("provenance" in c.source and "import" in c.source for c in nb.cells if c.cell_type == "code")
