@@ -112,3 +112,42 @@ def check_tokens_collapse(df: pd.DataFrame, profile: str = "", notebook: str = "
     }
     return Verdict("C1", "Tokens collapse (synthetic data)", C1_RULE, conditions, numbers,
                    profile=profile, seeds=seeds, notebook=notebook, statement=C1_CLAIM)
+
+
+C2_CLAIM = (
+    "An encoder with too few hidden units maps different classes to overlapping regions of latent "
+    "space; a wider encoder keeps them apart and reconstructs better."
+)
+
+C2_RULE = (
+    "In the pretrain regime, in every seed: from the smallest to the largest encoder width, the "
+    "held-out linear-probe accuracy and the Fisher ratio of the embeddings rise and the MSE falls; "
+    "and at the smallest width the classes merge: the linear probe misclassifies at least 10% of "
+    "held-out embeddings (accuracy below 0.9)."
+)
+
+
+def check_embeddings_collapse(df: pd.DataFrame, profile: str = "", notebook: str = "embeddings_collapse") -> Verdict:
+    """C2 on a table with columns regime, seed, hidden (encoder width), probe_accuracy,
+    fisher_ratio, mse (one row per run); judged on the pretrain regime."""
+    pre = df[df.regime == "pretrain"]
+    w_min, w_max = pre.hidden.min(), pre.hidden.max()
+    seeds = sorted(pre.seed.unique().tolist())
+    by = pre.pivot_table(index="seed", columns="hidden", values=["probe_accuracy", "fisher_ratio", "mse"])
+
+    def change(metric, direction):
+        a, b = by[(metric, w_min)], by[(metric, w_max)]
+        ok = (b > a) if direction == "rises" else (b < a)
+        detail = "; ".join(f"seed {s}: {a[s]:.4g} -> {b[s]:.4g}" for s in seeds)
+        return Condition(f"{metric} {direction} from width {w_min} to {w_max} in every seed", bool(ok.all()), detail)
+
+    small = by[("probe_accuracy", w_min)]
+    conditions = [change("probe_accuracy", "rises"), change("fisher_ratio", "rises"), change("mse", "falls"),
+                  Condition(f"classes merge at width {w_min}: probe accuracy < 0.9 in every seed",
+                            bool((small < 0.9).all()), "; ".join(f"seed {s}: {small[s]:.3f}" for s in seeds))]
+    means = by.mean()
+    numbers = {"w_min": int(w_min), "w_max": int(w_max),
+               **{f"{m}_{tag}": float(means[(m, w)]) for m in ("probe_accuracy", "fisher_ratio", "mse")
+                  for tag, w in (("wmin", w_min), ("wmax", w_max))}}
+    return Verdict("C2", "Embeddings collapse from too little encoder capacity (synthetic data)", C2_RULE,
+                   conditions, numbers, profile=profile, seeds=seeds, notebook=notebook, statement=C2_CLAIM)

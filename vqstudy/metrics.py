@@ -51,3 +51,49 @@ def class_coverage(indices: torch.Tensor, labels: torch.Tensor, num_tokens: int,
 
 def mse(reconstruction: torch.Tensor, target: torch.Tensor) -> float:
     return float(torch.nn.functional.mse_loss(reconstruction.double(), target.double()))
+
+
+def fisher_ratio(embeddings: torch.Tensor, labels: torch.Tensor) -> float:
+    """tr(S_between) / tr(S_within): spread of the class means against the spread inside
+    the classes. Collapsed embeddings (classes on top of each other) give a ratio near 0."""
+    x = embeddings.double()
+    mean = x.mean(0)
+    between, within = 0.0, 0.0
+    for c in labels.unique():
+        xc = x[labels == c]
+        between += len(xc) * float((xc.mean(0) - mean).pow(2).sum())
+        within += float((xc - xc.mean(0)).pow(2).sum())
+    return between / within if within > 0 else float("inf")
+
+
+def effective_rank(embeddings: torch.Tensor) -> float:
+    """exp of the entropy of the normalised singular values of the centred embeddings:
+    how many directions the embeddings really use (1 .. dimension)."""
+    x = embeddings.double()
+    s = torch.linalg.svdvals(x - x.mean(0))
+    if s.sum() == 0:
+        return 0.0
+    p = s / s.sum()
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def separability(embeddings: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> dict:
+    """How well the classes can be told apart from the (continuous) embeddings:
+    held-out linear-probe accuracy (logistic regression trained on one half, scored on
+    the other), silhouette score by class, Fisher ratio, and effective rank."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import silhouette_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = embeddings.double().numpy(), labels.numpy()
+    out = {"fisher_ratio": fisher_ratio(embeddings, labels), "effective_rank": effective_rank(embeddings)}
+    if len(set(y.tolist())) < 2 or len(y) < 20:
+        return {**out, "probe_accuracy": float("nan"), "silhouette": float("nan")}
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.5, random_state=seed, stratify=y)
+    scaler = StandardScaler().fit(x_train)
+    probe = LogisticRegression(max_iter=2000).fit(scaler.transform(x_train), y_train)
+    out["probe_accuracy"] = float(probe.score(scaler.transform(x_test), y_test))
+    out["silhouette"] = float(silhouette_score(x, y)) if x.std(0).sum() > 0 else -1.0
+    return out

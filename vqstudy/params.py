@@ -74,7 +74,7 @@ def resolve(notebook: str, profile: str, overrides: dict | None = None) -> dict:
 def check_range(name: str, value) -> None:
     """Ranges every notebook shares; model-level checks (e.g. pretrain_steps <
     total_steps) happen when the configs are built (:meth:`Config.validate`)."""
-    positive = ("codebook_sizes", "widths", "total_steps", "batch_size", "hidden", "latent_dim", "depth",
+    positive = ("codebook_sizes", "codebook_size", "widths", "total_steps", "batch_size", "hidden", "latent_dim", "depth",
                 "input_dim", "n_train_per_class", "n_eval_per_class", "train_subset", "eval_subset")
     non_negative = ("seeds", "pretrain_steps", "kmeans_iters")
     values = value if isinstance(value, list) else [value]

@@ -224,6 +224,8 @@ def evaluate(model, vq: VectorQuantizer, data: Data, cfg: Config, device, quanti
            "labels": torch.cat(kept_labels)[:cfg.keep_embeddings] if kept else torch.empty(0, dtype=torch.long)}
     if not quantize:
         return out
+    if len(out["labels"]):  # separability of the continuous embeddings, on the kept sample
+        out.update(metrics.separability(out["embeddings"], out["labels"], seed=cfg.seed))
     idx, labels = torch.cat(all_idx), torch.cat(all_labels)
     counts = metrics.token_counts(idx, vq.num_tokens)
     tokens = vq.codebook.detach().cpu().clone()
