@@ -95,13 +95,21 @@ def execute(name: str, profile: str, root: Path = REPO_ROOT, parameters: dict | 
     (out_dir / f"{name}.verdict.json").unlink(missing_ok=True)
     try:
         papermill.execute_notebook(str(source), str(output), parameters={"profile": profile, **(parameters or {})},
-                                   cwd=str(out_dir), kernel_name="python3", progress_bar=True)
+                                   cwd=str(out_dir), kernel_name="python3", progress_bar=progress_bar(name))
     except BaseException:  # a failed notebook is still rendered, with its error
         with contextlib.suppress(Exception):
             hide_injected_parameters(output)
         raise
     hide_injected_parameters(output)
     return output
+
+
+def progress_bar(name: str) -> dict:
+    """papermill's bar of the notebook's cells, named after it and kept short: while a
+    cell trains, the notebook's own bars (runs, steps; on the terminal, from the kernel
+    process) draw over this line, and a short bar leaves no stale tail behind them."""
+    return {"desc": name, "unit": "cell",
+            "bar_format": "{desc} {bar:10} {n_fmt}/{total_fmt} cells"}
 
 
 def hide_injected_parameters(path: Path) -> None:
