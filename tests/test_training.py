@@ -78,3 +78,17 @@ def test_from_dict_rejects_unknown_fields():
     assert "codebook_size" in fields
     with pytest.raises(ValueError, match="codebok_size"):
         Config.from_dict({"codebok_size": 8})
+
+
+def test_shared_pretraining_gives_identical_results():
+    from vqstudy import training
+
+    training._PRETRAINED.clear()
+    cfg = Config(regime="pretrain", **TINY)
+    fresh = train(cfg)
+    assert len(training._PRETRAINED) == 1
+    reused = train(cfg)  # pretraining restored from memory, not recomputed
+    assert reused["metrics"] == fresh["metrics"] and reused["history"] == fresh["history"]
+    other_k = train(cfg.replace(codebook_size=8))  # a different K shares the same pretraining
+    training._PRETRAINED.clear()
+    assert other_k["metrics"] == train(cfg.replace(codebook_size=8))["metrics"]

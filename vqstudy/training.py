@@ -11,6 +11,7 @@ steps in both regimes. Loss = reconstruction MSE + beta * commitment; the codebo
 follows the EMA update of :class:`~vqstudy.quantizer.VectorQuantizer`.
 """
 
+import copy
 import dataclasses
 import math
 import sys
@@ -241,6 +242,35 @@ def evaluate(model, vq: VectorQuantizer, data: Data, cfg: Config, device, quanti
     return out
 
 
+# Pretraining does not depend on K, the quantizer's settings or total_steps, so runs that
+# differ only in those share it: the pretrained weights, the optimizer's state and the
+# loss history are kept (a few, in this process) and restored; results are identical.
+_PRETRAINED: dict[str, dict] = {}
+_PRETRAINED_KEEP = 4
+NOT_IN_PRETRAINING = ("regime", "codebook_size", "beta", "decay", "kmeans_iters", "kmeans_samples",
+                      "keep_embeddings", "total_steps")
+
+
+def pretrain_key(cfg: Config) -> str:
+    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_PRETRAINING}
+    return repr(sorted(fields.items()))
+
+
+def remember_pretrained(key: str, model, optimizer, history: dict) -> None:
+    _PRETRAINED[key] = {"model": copy.deepcopy(model.state_dict()),
+                        "optimizer": copy.deepcopy(optimizer.state_dict()),
+                        "history": copy.deepcopy(history)}
+    while len(_PRETRAINED) > _PRETRAINED_KEEP:
+        _PRETRAINED.pop(next(iter(_PRETRAINED)))
+
+
+def restore_pretrained(saved: dict, model, optimizer, history: dict) -> None:
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(copy.deepcopy(saved["optimizer"]))
+    for name, values in saved["history"].items():
+        history[name].extend(values)
+
+
 def check_finite(loss: torch.Tensor, step: int, phase: str, cfg: Config) -> None:
     if not math.isfinite(float(loss.detach())):
         raise TrainingDiverged(f"loss is {float(loss.detach())} at {phase} step {step}; config: {dataclasses.asdict(cfg)}")
@@ -274,9 +304,18 @@ def train(cfg: Config, progress: bool = False) -> dict:
             history["phase"].append(phase)
         bar.update(1)
 
-    for i in range(pretrain_steps):  # plain autoencoder, no quantizer
-        x = data.to_input(data.train_x[next(stream)].to(device))
-        step(F.mse_loss(model.decode(model.encode(x)), x), "autoencoder", i)
+    key = pretrain_key(cfg)
+    if pretrain_steps and key in _PRETRAINED:  # the same pretraining already ran in this process
+        restore_pretrained(_PRETRAINED[key], model, optimizer, history)
+        for _ in range(pretrain_steps):
+            next(stream)  # the VQ phase then sees exactly the batches it would have seen
+        bar.update(pretrain_steps)
+    else:
+        for i in range(pretrain_steps):  # plain autoencoder, no quantizer
+            x = data.to_input(data.train_x[next(stream)].to(device))
+            step(F.mse_loss(model.decode(model.encode(x)), x), "autoencoder", i)
+        if pretrain_steps:
+            remember_pretrained(key, model, optimizer, history)
 
     continuous = evaluate(model, vq, data, cfg, device, quantize=False)
     sample = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(cfg.seed))
