@@ -151,3 +151,54 @@ def check_embeddings_collapse(df: pd.DataFrame, profile: str = "", notebook: str
                   for tag, w in (("wmin", w_min), ("wmax", w_max))}}
     return Verdict("C2", "Embeddings collapse from too little encoder capacity (synthetic data)", C2_RULE,
                    conditions, numbers, profile=profile, seeds=seeds, notebook=notebook, statement=C2_CLAIM)
+
+
+C3_CLAIM = (
+    "With a codebook initialised from an untrained encoder a bigger codebook buys little (most new "
+    "tokens are dead); with pretraining, perplexity and reconstruction keep improving as K grows."
+)
+
+C3_RULE = (
+    "At every K >= 512, in every seed: pretrain's perplexity and usage exceed baseline's and its "
+    "test MSE is lower. And over K >= 512, pretrain's seed-mean MSE falls from each K to the next, "
+    "while baseline's stops improving: its seed-mean MSE at the largest K is less than 2% below "
+    "its MSE at K = 512."
+)
+
+
+def check_cifar10_scaling(df: pd.DataFrame, profile: str = "", notebook: str = "cifar10_scaling") -> Verdict:
+    """C3 on a table with columns regime, seed, codebook_size, perplexity, usage, mse."""
+    large = df[df.codebook_size >= 512]
+    seeds = sorted(df.seed.unique().tolist())
+    if large.empty:
+        ks = sorted(df.codebook_size.unique().tolist())
+        return Verdict("C3", "Codebook-size scaling on CIFAR-10", C3_RULE,
+                       [Condition("the sweep reaches K >= 512", False, f"codebook sizes run: {ks}")], {},
+                       profile=profile, seeds=seeds, notebook=notebook, statement=C3_CLAIM)
+    wide = large.pivot_table(index=["codebook_size", "seed"], columns="regime", values=["perplexity", "usage", "mse"])
+
+    def every(metric, better):
+        b, p = wide[(metric, "baseline")], wide[(metric, "pretrain")]
+        ok = (p > b) if better == "higher" else (p < b)
+        detail = "; ".join(f"K={k} seed {s}: baseline {b[(k, s)]:.4g} vs pretrain {p[(k, s)]:.4g}" for k, s in b.index)
+        return Condition(f"pretrain's {metric} is {better} at every K >= 512 in every seed", bool(ok.all()), detail)
+
+    mse = seed_means(large, "codebook_size", "mse")
+    ks = mse.index.tolist()
+    pre_steps = mse["pretrain"].diff().dropna()
+    base_gain = float(1 - mse["baseline"].iloc[-1] / mse["baseline"].iloc[0])
+    conditions = [
+        every("perplexity", "higher"), every("usage", "higher"), every("mse", "lower"),
+        Condition("pretrain's MSE falls from each K >= 512 to the next", bool(len(ks) > 1 and (pre_steps < 0).all()),
+                  ", ".join(f"K={k}: {v:.4g}" for k, v in mse["pretrain"].items())),
+        Condition(f"baseline's MSE stops improving: less than 2% lower at K={ks[-1]} than at K={ks[0]}",
+                  bool(len(ks) > 1 and base_gain < 0.02),
+                  f"{base_gain:.1%} lower; " + ", ".join(f"K={k}: {v:.4g}" for k, v in mse["baseline"].items())),
+    ]
+    k_max = ks[-1]
+    at_max = df[df.codebook_size == k_max].groupby("regime")[["perplexity", "usage", "mse", "dead_tokens"]].mean()
+    numbers = {"k_max": int(k_max), "baseline_mse_gain": base_gain,
+               "pretrain_mse_gain": float(1 - mse["pretrain"].iloc[-1] / mse["pretrain"].iloc[0]),
+               **{f"{m}_{r}": float(at_max.loc[r, m]) for m in at_max.columns for r in at_max.index}}
+    return Verdict("C3", "Codebook-size scaling on CIFAR-10", C3_RULE, conditions, numbers,
+                   profile=profile, seeds=seeds, notebook=notebook, statement=C3_CLAIM)

@@ -43,7 +43,20 @@ def embeddings_collapse(P: dict) -> list[Config]:
             for width in P["widths"] for regime in REGIMES for seed in P["seeds"]]
 
 
-SWEEPS = {"tokens_collapse": tokens_collapse, "embeddings_collapse": embeddings_collapse, "template": template}
+def cifar10_scaling(P: dict) -> list[Config]:
+    """C3: every codebook size x regime x seed on CIFAR-10 with the conv autoencoder. The
+    evaluation set is the test set (``eval_subset`` 0 = all 10000 images); 16 test
+    reconstructions are kept for the figure."""
+    base = Config(data="cifar10", model="conv", latent_dim=P["latent_dim"], hidden=P["width"],
+                  train_subset=P["train_subset"], eval_subset=P["eval_subset"], total_steps=P["total_steps"],
+                  pretrain_steps=P["pretrain_steps"], batch_size=P["batch_size"], lr=P["lr"],
+                  kmeans_iters=P["kmeans_iters"], kmeans_samples=P["kmeans_samples"], keep_embeddings=0,
+                  keep_reconstructions=16, device=P["device"])
+    return [base.replace(regime=regime, codebook_size=k, seed=seed)
+            for k in P["codebook_sizes"] for regime in REGIMES for seed in P["seeds"]]
+
+
+SWEEPS = {"cifar10_scaling": cifar10_scaling, "tokens_collapse": tokens_collapse, "embeddings_collapse": embeddings_collapse, "template": template}
 
 
 def configs_for(notebook: str, profile: str, overrides: dict | None = None) -> list[Config]:

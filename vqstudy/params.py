@@ -75,8 +75,8 @@ def check_range(name: str, value) -> None:
     """Ranges every notebook shares; model-level checks (e.g. pretrain_steps <
     total_steps) happen when the configs are built (:meth:`Config.validate`)."""
     positive = ("codebook_sizes", "codebook_size", "widths", "total_steps", "batch_size", "hidden", "latent_dim", "depth",
-                "input_dim", "n_train_per_class", "n_eval_per_class", "train_subset", "eval_subset")
-    non_negative = ("seeds", "pretrain_steps", "kmeans_iters")
+                "input_dim", "n_train_per_class", "n_eval_per_class", "width", "kmeans_samples")
+    non_negative = ("seeds", "pretrain_steps", "kmeans_iters", "train_subset", "eval_subset")
     values = value if isinstance(value, list) else [value]
     if name in positive and any(not (isinstance(v, (int, float)) and v > 0) for v in values):
         raise ValueError(f"parameter {name}={value!r} is out of range: must be > 0")

@@ -5,6 +5,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+import torch
 
 REGIME_COLORS = {"baseline": "#d95f02", "pretrain": "#1b9e77"}
 
@@ -63,15 +64,34 @@ def metrics_against(df: pd.DataFrame, x: str, metrics: list[str], log2: bool = T
 
 
 def token_use_histogram(counts: dict, k: int) -> plt.Figure:
-    """How often each token is used, sorted, per regime (log y): a collapsed codebook
-    shows a short head and a long run of zeros."""
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    """How many tokens are used how often on the evaluation set, per regime. Dead tokens
+    (0 uses) get their own bar on the left; the rest are binned on a log scale."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    top = max(int(c.max()) for c in counts.values())
+    bins = np.concatenate([[-0.5, 0.5], np.logspace(0, np.log10(top + 1), 25) + 0.5])
     for regime, c in counts.items():
-        ax.plot(np.sort(c.numpy())[::-1] + 1, label=regime, color=REGIME_COLORS.get(regime))
+        ax.hist(c.numpy(), bins=bins, histtype="step", linewidth=1.5, label=regime, color=REGIME_COLORS.get(regime))
+    ax.set_xscale("symlog", linthresh=1)
     ax.set_yscale("log")
-    ax.set_xlabel(f"token rank (of K={k})")
-    ax.set_ylabel("uses + 1 on the evaluation set")
+    ax.set_xlabel(f"uses of a token on the evaluation set (K={k}; 0 = dead)")
+    ax.set_ylabel("number of tokens")
     ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def reconstruction_grid(originals: torch.Tensor, reconstructions: dict, to_image) -> plt.Figure:
+    """Rows: the original test images, then each regime's reconstructions, drawn with
+    torchvision's ``make_grid``. ``to_image`` maps model-space images to [0, 1]."""
+    from torchvision.utils import make_grid
+
+    rows = [("original", originals.float() / 255)] + [(r, to_image(x).clamp(0, 1)) for r, x in reconstructions.items()]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(0.6 * len(originals) + 1.2, 0.75 * len(rows) + 0.3))
+    for ax, (name, images) in zip(axes, rows):
+        ax.imshow(make_grid(images, nrow=len(images), padding=1, pad_value=1.0).permute(1, 2, 0).numpy())
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
     fig.tight_layout()
     return fig
 

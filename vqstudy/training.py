@@ -69,6 +69,7 @@ class Config:
     weight_decay: float = 1e-4
     # what to keep for figures
     keep_embeddings: int = 2000    # evaluation embeddings stored at VQ init and at the end
+    keep_reconstructions: int = 0  # reconstructions of the first n evaluation inputs, at the end (<= 512)
     device: str = "cpu"            # "cpu", "cuda" or "auto"
 
     def validate(self) -> "Config":
@@ -90,6 +91,8 @@ class Config:
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 bad(field, "a positive integer")
+        if not 0 <= self.keep_reconstructions <= 512:
+            bad("keep_reconstructions", "an integer in 0..512")
         for field in ("seed", "kmeans_iters", "keep_embeddings", "train_subset", "eval_subset", "pretrain_steps"):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -211,6 +214,8 @@ def evaluate(model, vq: VectorQuantizer, data: Data, cfg: Config, device, quanti
         moments[1] += flat.pow(2).sum(0)
         n_vectors += len(flat)
         labels = labels_per_vector(y, z)
+        if i == 0 and cfg.keep_reconstructions:
+            reconstructions = rec[:cfg.keep_reconstructions].detach().cpu()
         if quantize:
             all_idx.append(idx.reshape(-1).cpu())
             all_labels.append(labels)
@@ -223,6 +228,8 @@ def evaluate(model, vq: VectorQuantizer, data: Data, cfg: Config, device, quanti
     out = {"mse": sse / n_values, "embedding_variance": embed_var,
            "embeddings": torch.cat(kept)[:cfg.keep_embeddings] if kept else torch.empty(0, vq.dim),
            "labels": torch.cat(kept_labels)[:cfg.keep_embeddings] if kept else torch.empty(0, dtype=torch.long)}
+    if cfg.keep_reconstructions:
+        out["reconstructions"] = reconstructions
     if not quantize:
         return out
     if len(out["labels"]):  # separability of the continuous embeddings, on the kept sample
@@ -338,7 +345,7 @@ def train(cfg: Config, progress: bool = False) -> dict:
         "init_metrics": {k: v for k, v in at_init.items() if not isinstance(v, torch.Tensor)},
         "autoencoder_mse_at_vq_init": continuous["mse"],
         "init": {k: at_init[k] for k in ("embeddings", "labels", "tokens", "counts")},
-        "final": {k: final[k] for k in ("embeddings", "labels", "tokens", "counts")},
+        "final": {k: final[k] for k in ("embeddings", "labels", "tokens", "counts", "reconstructions") if k in final},
         "history": history,
         "seconds": time.perf_counter() - started,
     }
