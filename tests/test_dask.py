@@ -25,6 +25,12 @@ TINY = dict(n_train_per_class=60, n_eval_per_class=20, total_steps=80, pretrain_
 CONFIGS = [Config(regime=r, seed=s, **TINY) for r in ("baseline", "pretrain") for s in (0, 1)]
 
 
+@pytest.fixture(autouse=True)
+def no_scheduler_from_the_environment(monkeypatch):
+    """A developer's own $VQSTUDY_SCHEDULER must not send these tests' runs to their cluster."""
+    monkeypatch.delenv(runs.SCHEDULER_ENV, raising=False)
+
+
 @pytest.fixture(scope="module")
 def cluster():
     with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",

@@ -14,6 +14,12 @@ from vqstudy.training import Config, TrainingDiverged
 CONFIGS = [Config(regime=r, seed=s, codebook_size=16) for r in ("baseline", "pretrain") for s in (0, 1, 2)]
 
 
+@pytest.fixture(autouse=True)
+def no_scheduler_from_the_environment(monkeypatch):
+    """A developer's own $VQSTUDY_SCHEDULER must not send these tests' runs to their cluster."""
+    monkeypatch.delenv(runs.SCHEDULER_ENV, raising=False)
+
+
 @pytest.fixture
 def trained(monkeypatch):
     """Replace training with a fake: returns a small result and records each config it trains."""

@@ -159,7 +159,7 @@ def run_all(configs: list[Config], use_cache: bool = True, progress: bool = True
     Progress bars go to the process's original stderr: inside a notebook executed by
     papermill that is the terminal running ``make book``, not the notebook's output."""
     configs = list(configs)
-    if scheduler is None:
+    if scheduler is None or scheduler == "":
         scheduler = os.environ.get(SCHEDULER_ENV) or None
     if scheduler is None:
         results, failures = _run_here(configs, use_cache, progress, desc)
@@ -206,8 +206,8 @@ def _run_on_dask(configs, use_cache, progress, desc, scheduler):
         for future in as_completed(futures, loop=client.loop):  # loop: the client need not be the default one
             path = futures[future]
             cfg = configs[todo[path]]
-            if future.status != "finished":  # "error": the run raised, or its workers kept dying
-                failures.append((cfg, future.exception()))
+            if future.status != "finished":  # the run raised, its workers kept dying, or it was cancelled
+                failures.append((cfg, _exception_of(future)))
                 bar.update(sum(p == path for p in paths))
                 continue
             result = future.result()
@@ -223,6 +223,13 @@ def _run_on_dask(configs, use_cache, progress, desc, scheduler):
         if client is not scheduler:
             client.close()
     return results, failures
+
+
+def _exception_of(future) -> BaseException:
+    try:
+        return future.exception()
+    except BaseException as exc:  # a cancelled future raises instead of returning its exception
+        return exc
 
 
 def run_on_worker(cfg: Config, path: str, version: str, use_cache: bool) -> dict:
