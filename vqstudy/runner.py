@@ -19,6 +19,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -171,7 +172,8 @@ def build_book(profile: str = "quick", only: list[str] | None = None, build: boo
     todo = [name for name in names if not only or name in only]
     summary, failed = [], []
     book_started = time.perf_counter()
-    previous_sigterm = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signals only work there
+    previous_sigterm = signal.signal(signal.SIGTERM, raise_keyboard_interrupt) if in_main_thread else None
     try:
         for i, name in enumerate(todo, 1):
             started = time.perf_counter()
@@ -194,7 +196,8 @@ def build_book(profile: str = "quick", only: list[str] | None = None, build: boo
               file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous_sigterm)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
     from vqstudy import scorecard
 
@@ -207,5 +210,9 @@ def build_book(profile: str = "quick", only: list[str] | None = None, build: boo
               file=sys.stderr)
         code = 1
     if build:
-        code = build_html(root) or code
+        built = build_html(root)
+        print(f"== HTML {'built' if built == 0 else 'build FAILED (Sphinx warnings are errors, see above)'}: "
+              f"{root / '_build' / 'html' / 'index.html'}; "
+              f"{time.perf_counter() - book_started:.0f} s in all", flush=True)
+        code = built or code
     return code
