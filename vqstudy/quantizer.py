@@ -101,8 +101,8 @@ def one_torch_thread():
 
 
 def run_blocks(work, blocks, workers: int) -> None:
-    """``work(block)`` for every block, on ``workers`` threads that each run torch with
-    one thread and take the next block when they finish one.
+    """``work(block)`` for every block, on ``workers`` threads that take the next block
+    when they finish one. Call it under :func:`one_torch_thread`.
 
     Why not torch's own threads: every torch operation is a parallel region that ends
     in a barrier, so a tile of five operations waits five times for the slowest thread,
@@ -110,21 +110,21 @@ def run_blocks(work, blocks, workers: int) -> None:
     scheduler time slice (2-thread tiles measured 5-10x slower than 1-thread ones
     there). Whole blocks per thread leave one join per call, and a thread that falls
     behind simply takes fewer blocks. scikit-learn's K-means does the same (one BLAS
-    thread, parallel over chunks of rows).
+    thread, parallel over chunks of rows). Torch releases the GIL inside operations.
     """
     if workers <= 1:
         for block in blocks:
             work(block)
         return
-    with one_torch_thread(), ThreadPoolExecutor(workers) as pool:
+    with ThreadPoolExecutor(workers) as pool:
         for _ in pool.map(work, blocks):
             pass
 
 
-def nearest_token_grouped(z: torch.Tensor, codebook: torch.Tensor,
-                          max_chunk_elements: int = MAX_CHUNK_ELEMENTS, group: int = GROUP,
-                          workers: int | None = None) -> torch.Tensor:
-    """Cache-sized tiles and the two-stage argmin (see the module docstring): the CPU path.
+def nearest_token_grouped(z: torch.Tensor, codebook: torch.Tensor, max_chunk_elements: int = MAX_CHUNK_ELEMENTS,
+                          group: int = GROUP, workers: int = 1) -> torch.Tensor:
+    """Cache-sized tiles and the two-stage argmin (see the module docstring): the CPU
+    path, meant to run under :func:`one_torch_thread`.
 
     Rows are split into blocks, one block at a time per worker thread. Per block and
     tile of tokens: one ``addmm`` into the worker's preallocated buffer (a fresh 4 MB
@@ -134,7 +134,6 @@ def nearest_token_grouped(z: torch.Tensor, codebook: torch.Tensor,
     the earliest on a tie, so the lowest index wins.
     """
     n, k = z.shape[0], codebook.shape[0]
-    workers = torch.get_num_threads() if workers is None else workers
     rows, width = tile_shape(n, k, max_chunk_elements, group)
     rows = min(rows, max(MIN_BLOCK_ROWS, ceil_to(n, 4 * workers) // (4 * workers)))  # 4 blocks a worker
     tokens, norms = grouped_layout(codebook, width, group)
@@ -178,9 +177,11 @@ def nearest_token(z: torch.Tensor, codebook: torch.Tensor,
     """Index of the nearest token (squared Euclidean) for every row of ``z`` (N, D); on a
     tie, the lowest index. At most ``max_chunk_elements`` distances exist at once per
     worker thread; ``workers`` (CPU only) defaults to ``torch.get_num_threads()``."""
-    if z.device.type == "cpu":
-        return nearest_token_grouped(z, codebook, max_chunk_elements, workers=workers)
-    return nearest_token_plain(z, codebook, max_chunk_elements)
+    if z.device.type != "cpu":
+        return nearest_token_plain(z, codebook, max_chunk_elements)
+    workers = torch.get_num_threads() if workers is None else workers
+    with one_torch_thread():  # the layout and the final gathers too, not only the tiles
+        return nearest_token_grouped(z, codebook, max_chunk_elements, GROUP, workers)
 
 
 def cluster_sums(z: torch.Tensor, idx: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -323,11 +324,13 @@ class VectorQuantizer(nn.Module):
     def forward(self, z: torch.Tensor):
         """``z`` (..., D) -> ``(z_q, indices (...), commitment_loss)``; the EMA update
         runs in training mode only."""
-        flat = z.reshape(-1, self.dim)
-        idx = nearest_token(flat.detach(), self.codebook)
-        q = self.codebook[idx].view_as(z)
-        commitment = F.mse_loss(z, q)  # the codebook is a buffer: gradient goes to z only
-        if self.training:
-            self.ema_update(flat.detach(), idx)
-        z_q = z + (q - z).detach()  # straight-through estimator
+        workers = torch.get_num_threads()
+        with one_torch_thread():  # small operations: see run_blocks
+            flat = z.reshape(-1, self.dim)
+            idx = nearest_token(flat.detach(), self.codebook, workers=workers)
+            q = self.codebook[idx].view_as(z)
+            commitment = F.mse_loss(z, q)  # the codebook is a buffer: gradient goes to z only
+            if self.training:
+                self.ema_update(flat.detach(), idx)
+            z_q = z + (q - z).detach()  # straight-through estimator
         return z_q, idx.view(z.shape[:-1]), commitment
