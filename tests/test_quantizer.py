@@ -1,7 +1,10 @@
+import itertools
+
 import pytest
 import torch
 
-from vqstudy.quantizer import VectorQuantizer, kmeans, nearest_token
+from vqstudy import quantizer
+from vqstudy.quantizer import VectorQuantizer, kmeans, kmeans_plus_plus, nearest_token
 
 
 def test_nearest_token_matches_cdist_argmin_across_chunks():
@@ -11,6 +14,67 @@ def test_nearest_token_matches_cdist_argmin_across_chunks():
     # a tiny chunk forces many chunks, including a ragged last one
     assert torch.equal(nearest_token(z, codebook, max_chunk_elements=300 * 7), expected)
     assert torch.equal(nearest_token(z, codebook), expected)
+
+
+@pytest.mark.parametrize("n, k, d, max_chunk", [
+    (1, 1, 3, 1 << 20),          # one row, one token
+    (7, 5, 2, 1 << 20),          # K below one group of the two-stage argmin (padded)
+    (333, 4099, 8, 1 << 20),     # several tiles of tokens, K not a multiple of the group
+    (2000, 300, 16, 100),        # a chunk smaller than one tile row: one row per block
+    (4096, 1000, 64, 1 << 16),   # many blocks over the worker threads
+])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_tiled_search_equals_plain_argmin(n, k, d, max_chunk, workers):
+    g = torch.Generator().manual_seed(n + k)
+    z, codebook = torch.randn(n, d, generator=g), torch.randn(k, d, generator=g)
+    expected = torch.cdist(z, codebook).argmin(1)
+    found = nearest_token(z, codebook, max_chunk_elements=max_chunk, workers=workers)
+    assert found.dtype == torch.long and found.shape == (n,)
+    assert torch.equal(found, expected)
+    # the accelerator path (plain chunks and argmin) agrees too
+    assert torch.equal(quantizer.nearest_token_plain(z, codebook, max_chunk), expected)
+
+
+def test_ties_go_to_the_lowest_index_like_argmin():
+    # exact ties: integer coordinates make every distance exact in float32
+    g = torch.Generator().manual_seed(5)
+    base = torch.randint(-3, 4, (40, 4), generator=g).float()
+    codebook = torch.cat([base, base, base])          # every token three times, tiles apart
+    z = torch.randint(-3, 4, (500, 4), generator=g).float()
+    plain = quantizer.nearest_token_plain(z, codebook)
+    for max_chunk in (1 << 20, 64, 16):               # one tile; many tiles of 16..64 tokens
+        found = nearest_token(z, codebook, max_chunk_elements=max_chunk)
+        assert torch.equal(found, plain)
+        assert (found < 40).all()                     # the first copy wins
+    # equidistant tokens: all at distance 1 from the origin
+    ring = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]]).repeat(10, 1)
+    assert nearest_token(torch.zeros(3, 2), ring).tolist() == [0, 0, 0]
+
+
+def test_tiles_never_exceed_the_chunk_budget():
+    for n, k, budget in [(8192, 65536, 1 << 20), (10, 100000, 1 << 20), (5000, 300, 2100), (50, 7, 10)]:
+        rows, tokens = quantizer.tile_shape(n, k, budget, quantizer.GROUP)
+        assert 1 <= rows <= n and tokens % quantizer.GROUP == 0
+        assert rows * tokens <= max(budget, quantizer.GROUP)
+
+
+def test_grouped_layout_puts_group_members_a_width_apart():
+    codebook = torch.arange(40.0)[:, None].repeat(1, 2)  # token i is (i, i); K=40 -> padded to 48
+    tokens, norms = quantizer.grouped_layout(codebook, tile=32, group=16)
+    assert tokens.shape == (48, 2)
+    # first tile: 32 tokens, width 2: position g * 2 + j holds token j * 16 + g
+    assert tokens[:32, 0].tolist() == [j * 16 + g for g in range(16) for j in range(2)]
+    assert tokens[32:40, 0].tolist() == list(range(32, 40)) and (norms[40:] == float("inf")).all()
+
+
+def test_thread_setting_is_restored():
+    before = torch.get_num_threads()
+    z, codebook = torch.randn(3000, 8), torch.randn(500, 8)
+    nearest_token(z, codebook, workers=2)
+    kmeans(z, 20, iters=2)
+    vq = VectorQuantizer(50, 8).train()
+    vq(z.requires_grad_())[2].backward()
+    assert torch.get_num_threads() == before
 
 
 def test_quantizer_outputs_the_nearest_token():
@@ -86,6 +150,27 @@ def test_ema_update_equals_one_hot_reference():
     assert torch.allclose(vq.codebook, expected, atol=1e-5)
 
 
+def test_ema_update_equals_one_hot_reference_over_many_tiles():
+    g = torch.Generator().manual_seed(2)
+    k, d = 3000, 4                          # two tiles of tokens, many blocks of rows
+    vq = VectorQuantizer(k, d, decay=0.9)
+    vq.codebook.copy_(torch.randn(k, d, generator=g))
+    vq.ema_count.copy_(torch.rand(k, generator=g) + 0.5)
+    vq.ema_sum.copy_(vq.codebook * vq.ema_count[:, None])
+    z = torch.randn(8, 64, d, generator=g)  # (batch, positions, D) as the models give it
+    count0, sum0 = vq.ema_count.clone(), vq.ema_sum.clone()
+    flat = z.reshape(-1, d)
+    idx = torch.cdist(flat, vq.codebook).argmin(1)
+    onehot = torch.nn.functional.one_hot(idx, k).float()
+    count = 0.9 * count0 + 0.1 * onehot.sum(0)
+    sums = 0.9 * sum0 + 0.1 * onehot.t() @ flat
+    n = count.sum()
+    expected = sums / ((count + 1e-5) / (n + k * 1e-5) * n)[:, None]
+    _, found, _ = vq.train()(z)
+    assert torch.equal(found, idx.view(8, 64))
+    assert torch.allclose(vq.codebook, expected, atol=1e-5)
+
+
 def test_kmeans_recovers_centres_of_separated_blobs():
     g = torch.Generator().manual_seed(0)
     centres = torch.tensor([[0.0, 0.0], [20.0, 0.0], [0.0, 20.0], [20.0, 20.0]])
@@ -108,6 +193,71 @@ def test_kmeans_inertia_matches_scikit_learn_on_small_data():
     sk = KMeans(16, init=init.numpy(), n_init=1, max_iter=50, algorithm="lloyd", tol=0).fit(x.numpy())
     inertia = torch.cdist(x, ours).min(1).values.pow(2).sum().item()
     assert inertia == pytest.approx(sk.inertia_, rel=1e-3)
+
+
+def test_kmeans_from_given_centres_equals_reference_lloyd():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3000, 8, generator=g)
+    init = x[:100].clone()
+    centres = init.clone()
+    for _ in range(10):  # plain Lloyd: cdist argmin, one-hot means, empty clusters stay
+        onehot = torch.nn.functional.one_hot(torch.cdist(x, centres).argmin(1), 100).float()
+        counts = onehot.sum(0)
+        centres = torch.where(counts[:, None] > 0, onehot.t() @ x / counts.clamp(min=1)[:, None], centres)
+    found, found_counts = kmeans(x, 100, iters=10, init=init)
+    assert torch.allclose(found, centres, atol=1e-5)
+    assert torch.equal(found_counts, torch.bincount(torch.cdist(x, found).argmin(1), minlength=100).float())
+
+
+def test_kmeans_inertia_matches_scikit_learn_with_many_clusters():
+    from sklearn.cluster import KMeans
+
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(4000, 16, generator=g)
+    init = x[torch.randperm(4000, generator=g)[:256]].clone()
+    ours, _ = kmeans(x, 256, iters=15, init=init)
+    sk = KMeans(256, init=init.numpy(), n_init=1, max_iter=15, algorithm="lloyd", tol=0).fit(x.numpy())
+    inertia = torch.cdist(x, ours).min(1).values.pow(2).sum().item()
+    sk_inertia = torch.cdist(x, torch.from_numpy(sk.cluster_centers_)).min(1).values.pow(2).sum().item()
+    assert inertia == pytest.approx(sk_inertia, rel=1e-3)
+
+
+def kmeans_plus_plus_probabilities(points: list[float], k: int) -> dict:
+    """Exact probability of every ordered choice of k centres by k-means++ (1-D points)."""
+    probs = {}
+    for order in itertools.permutations(range(len(points)), k):
+        p = 1 / len(points)
+        for i in range(1, k):
+            weights = [min((x - points[c]) ** 2 for c in order[:i]) for x in points]
+            p *= weights[order[i]] / sum(weights)
+        probs[order] = p
+    return probs
+
+
+@pytest.mark.parametrize("batch", [1, 256])  # one proposal per refresh (plain k-means++); lazy batches
+def test_kmeans_plus_plus_draws_with_the_k_means_plus_plus_probabilities(monkeypatch, batch):
+    monkeypatch.setattr(quantizer, "KMEANS_PP_BATCH", batch)
+    points = [0.0, 1.0, 3.0, 7.0]
+    exact = kmeans_plus_plus_probabilities(points, 3)
+    x = torch.tensor(points)[:, None]
+    runs = 1500
+    seen = dict.fromkeys(exact, 0)
+    for seed in range(runs):
+        centres = kmeans_plus_plus(x, 3, torch.Generator().manual_seed(seed))[:, 0].tolist()
+        seen[tuple(points.index(c) for c in centres)] += 1  # KeyError on a repeated point
+    chi2 = sum((seen[o] - runs * p) ** 2 / (runs * p) for o, p in exact.items())
+    assert chi2 < 60  # 23 degrees of freedom: the 99.99th percentile is about 56
+
+
+def test_kmeans_plus_plus_never_repeats_a_point_while_distinct_ones_remain():
+    g = torch.Generator().manual_seed(7)
+    distinct = torch.randn(40, 3, generator=g)
+    x = distinct.repeat(5, 1)  # every point five times
+    centres = kmeans_plus_plus(x, 40, torch.Generator().manual_seed(0))
+    assert (centres[:, None] == distinct[None]).all(-1).any(1).all()  # data points, exactly
+    assert len({tuple(c) for c in centres.tolist()}) == 40
+    more = kmeans_plus_plus(x, 45, torch.Generator().manual_seed(0))  # fewer distinct points than k
+    assert more.shape == (45, 3) and len({tuple(c) for c in more.tolist()}) == 40
 
 
 def test_kmeans_rejects_bad_k():
