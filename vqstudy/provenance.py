@@ -56,7 +56,8 @@ def device_description(name: str = "cpu") -> str:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return f"cpu ({cpu}; {torch.get_num_threads()} threads of {os.cpu_count()} cores)"
+    threads = torch.get_num_threads()
+    return f"cpu ({cpu}; {threads} thread{'s' if threads != 1 else ''} of {os.cpu_count()} cores)"
 
 
 def wall_time(seconds: float) -> str:
@@ -88,7 +89,8 @@ def to_markdown(info: dict) -> str:
     seeds = ", ".join(map(str, info["seeds"])) or "none"
     return (
         f"**Provenance.** Executed {info['date']} at profile **{info['profile']}**, seeds {seeds}, "
-        f"in {wall_time(info['wall_time_s'])} on {info['device']}; "
+        f"in {wall_time(info['wall_time_s'])} of wall time (runs already in the run cache are not retrained) "
+        f"on {info['device']}; "
         f"vqstudy {info['vqstudy']}, torch {info['torch']}, Python {info['python']}.\n\n"
         f"**Parameters used** (profile `{info['profile']}` of `notebooks/profiles.yml` with any overrides): "
         f"{params}.\n"
