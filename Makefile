@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PROFILE ?= quick
 
-.PHONY: book test data clean clean-runs
+.PHONY: book test data bench clean clean-runs
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,14 @@ book: $(VENV)/.installed data
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Not a test: timings vs vector-quantize-pytorch and scikit-learn; refreshes the book's Performance page.
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[test,bench]"
+	touch $@
+
+bench: $(VENV)/.installed-bench
+	$(PY) benchmarks/bench_quantizer.py --book $(BENCH_ARGS)
 
 clean-runs:
 	rm -rf runs
