@@ -218,6 +218,7 @@ def _run_on_dask(configs, use_cache, progress, desc, scheduler):
                     results[i] = result
                     bar.update(1)
             bar.set_postfix_str(f"done {describe(cfg)}", refresh=False)
+            future.release()  # stored: the cluster need not keep it in memory
     finally:
         bar.close()
         if client is not scheduler:
