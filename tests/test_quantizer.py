@@ -28,10 +28,12 @@ def test_tiled_search_equals_plain_argmin(n, k, d, max_chunk, workers):
     g = torch.Generator().manual_seed(n + k)
     z, codebook = torch.randn(n, d, generator=g), torch.randn(k, d, generator=g)
     expected = torch.cdist(z, codebook).argmin(1)
-    found = nearest_token(z, codebook, max_chunk_elements=max_chunk, workers=workers)
+    with quantizer.one_torch_thread():  # as nearest_token runs it
+        found = quantizer.nearest_token_grouped(z, codebook, max_chunk, quantizer.GROUP, workers)
     assert found.dtype == torch.long and found.shape == (n,)
     assert torch.equal(found, expected)
-    # the accelerator path (plain chunks and argmin) agrees too
+    # the public entry (which picks its path by size) and the accelerator path agree
+    assert torch.equal(nearest_token(z, codebook, max_chunk_elements=max_chunk), expected)
     assert torch.equal(quantizer.nearest_token_plain(z, codebook, max_chunk), expected)
 
 
@@ -42,13 +44,14 @@ def test_ties_go_to_the_lowest_index_like_argmin():
     codebook = torch.cat([base, base, base])          # every token three times, tiles apart
     z = torch.randint(-3, 4, (500, 4), generator=g).float()
     plain = quantizer.nearest_token_plain(z, codebook)
-    for max_chunk in (1 << 20, 64, 16):               # one tile; many tiles of 16..64 tokens
-        found = nearest_token(z, codebook, max_chunk_elements=max_chunk)
+    for max_chunk, workers in itertools.product((1 << 20, 64, 16), (1, 2)):  # one tile; tiles of 16..64
+        found = quantizer.nearest_token_grouped(z, codebook, max_chunk, quantizer.GROUP, workers)
         assert torch.equal(found, plain)
         assert (found < 40).all()                     # the first copy wins
     # equidistant tokens: all at distance 1 from the origin
     ring = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]]).repeat(10, 1)
     assert nearest_token(torch.zeros(3, 2), ring).tolist() == [0, 0, 0]
+    assert quantizer.nearest_token_grouped(torch.zeros(3, 2), ring, workers=2).tolist() == [0, 0, 0]
 
 
 def test_tiles_never_exceed_the_chunk_budget():

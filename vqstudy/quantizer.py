@@ -22,6 +22,7 @@ Why the CPU search looks the way it does (measured on 2 CPU cores; the book's
   single-threaded (see :func:`run_blocks`).
 """
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -35,6 +36,8 @@ MAX_CHUNK_ELEMENTS = 1 << 20  # distances per tile: 4 MB of float32, within the 
 TILE_TOKENS = 2048            # tokens per tile (columns); rows fill up to MAX_CHUNK_ELEMENTS
 GROUP = 16                    # tokens per group of the two-stage argmin
 MIN_BLOCK_ROWS = 64           # rows per block of work, at least
+SMALL_WORK = 1 << 22          # N * K * D below this: one plain product and argmin, no tiles
+PARALLEL_WORK = 1 << 24       # N * K * D from this on: worker threads (about 0.3 ms on one core)
 KMEANS_PP_BATCH = 256         # k-means++ proposals drawn per refresh of the distances
 
 
@@ -100,6 +103,27 @@ def one_torch_thread():
             torch.set_num_threads(previous)
 
 
+_pool: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool)
+
+
+def worker_pool(workers: int) -> ThreadPoolExecutor:
+    """A pool kept between calls: starting threads costs more than a small search."""
+    global _pool
+    if _pool is None or _pool[0] != workers:
+        if _pool is not None:
+            _pool[1].shutdown(wait=False)
+        _pool = (workers, ThreadPoolExecutor(workers, thread_name_prefix="vqstudy-search"))
+    return _pool[1]
+
+
+def _forget_pool_after_fork() -> None:  # a forked child has the pool object but not its threads
+    global _pool
+    _pool = None
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 def run_blocks(work, blocks, workers: int) -> None:
     """``work(block)`` for every block, on ``workers`` threads that take the next block
     when they finish one. Call it under :func:`one_torch_thread`.
@@ -116,9 +140,8 @@ def run_blocks(work, blocks, workers: int) -> None:
         for block in blocks:
             work(block)
         return
-    with ThreadPoolExecutor(workers) as pool:
-        for _ in pool.map(work, blocks):
-            pass
+    for _ in worker_pool(workers).map(work, blocks):
+        pass
 
 
 def nearest_token_grouped(z: torch.Tensor, codebook: torch.Tensor, max_chunk_elements: int = MAX_CHUNK_ELEMENTS,
@@ -176,11 +199,17 @@ def nearest_token(z: torch.Tensor, codebook: torch.Tensor,
                   max_chunk_elements: int = MAX_CHUNK_ELEMENTS, workers: int | None = None) -> torch.Tensor:
     """Index of the nearest token (squared Euclidean) for every row of ``z`` (N, D); on a
     tie, the lowest index. At most ``max_chunk_elements`` distances exist at once per
-    worker thread; ``workers`` (CPU only) defaults to ``torch.get_num_threads()``."""
+    worker thread. ``workers`` (CPU only) defaults to ``torch.get_num_threads()`` for a
+    search of at least ``PARALLEL_WORK`` multiply-adds, to one below that; a search
+    below ``SMALL_WORK`` on one worker is a plain product and argmin (overheads rule)."""
     if z.device.type != "cpu":
         return nearest_token_plain(z, codebook, max_chunk_elements)
-    workers = torch.get_num_threads() if workers is None else workers
+    work = z.shape[0] * codebook.shape[0] * z.shape[1]
+    if workers is None:
+        workers = torch.get_num_threads() if work >= PARALLEL_WORK else 1
     with one_torch_thread():  # the layout and the final gathers too, not only the tiles
+        if work < SMALL_WORK and workers == 1:
+            return nearest_token_plain(z, codebook, max_chunk_elements)
         return nearest_token_grouped(z, codebook, max_chunk_elements, GROUP, workers)
 
 
