@@ -321,9 +321,8 @@ def float64(iteration):
 
 
 def ours_iteration(x, centres):
-    workers = torch.get_num_threads()
     with Q.one_torch_thread():
-        lloyd_update(x, centres, Q.nearest_token(x, centres, workers=workers))
+        lloyd_update(x, centres, Q.nearest_token(x, centres))
 
 
 def naive_loop_study(n: int, k: int, reps: int, workers: int, sklearn_per_iteration: float | None) -> list[dict]:

@@ -78,6 +78,11 @@ def test_thread_setting_is_restored():
     vq = VectorQuantizer(50, 8).train()
     vq(z.requires_grad_())[2].backward()
     assert torch.get_num_threads() == before
+    with quantizer.one_torch_thread():
+        assert torch.get_num_threads() == 1 and quantizer.allowed_threads() == before
+        with quantizer.one_torch_thread():  # nested: still the caller's count
+            assert quantizer.allowed_threads() == before
+    assert torch.get_num_threads() == before == quantizer.allowed_threads()
 
 
 def test_quantizer_outputs_the_nearest_token():

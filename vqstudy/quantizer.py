@@ -90,10 +90,16 @@ def nearest_token_plain(z: torch.Tensor, codebook: torch.Tensor,
     return out
 
 
+_allowed = threading.local()  # the thread count the caller allowed, while one_torch_thread holds
+
+
 @contextmanager
 def one_torch_thread():
-    """Torch runs single-threaded inside (a process-wide setting, restored after)."""
+    """Torch runs single-threaded inside (a process-wide setting, restored after); the
+    searches inside still use the caller's thread count (:func:`allowed_threads`)."""
     previous = torch.get_num_threads()
+    outer = getattr(_allowed, "threads", None)
+    _allowed.threads = outer or previous
     if previous != 1:
         torch.set_num_threads(1)
     try:
@@ -101,6 +107,12 @@ def one_torch_thread():
     finally:
         if previous != 1:
             torch.set_num_threads(previous)
+        _allowed.threads = outer
+
+
+def allowed_threads() -> int:
+    """``torch.get_num_threads()`` as the caller set it, also under one_torch_thread."""
+    return getattr(_allowed, "threads", None) or torch.get_num_threads()
 
 
 _pool: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool)
@@ -199,14 +211,14 @@ def nearest_token(z: torch.Tensor, codebook: torch.Tensor,
                   max_chunk_elements: int = MAX_CHUNK_ELEMENTS, workers: int | None = None) -> torch.Tensor:
     """Index of the nearest token (squared Euclidean) for every row of ``z`` (N, D); on a
     tie, the lowest index. At most ``max_chunk_elements`` distances exist at once per
-    worker thread. ``workers`` (CPU only) defaults to ``torch.get_num_threads()`` for a
+    worker thread. ``workers`` (CPU only) defaults to :func:`allowed_threads` for a
     search of at least ``PARALLEL_WORK`` multiply-adds, to one below that; a search
     below ``SMALL_WORK`` on one worker is a plain product and argmin (overheads rule)."""
     if z.device.type != "cpu":
         return nearest_token_plain(z, codebook, max_chunk_elements)
     work = z.shape[0] * codebook.shape[0] * z.shape[1]
     if workers is None:
-        workers = torch.get_num_threads() if work >= PARALLEL_WORK else 1
+        workers = allowed_threads() if work >= PARALLEL_WORK else 1
     with one_torch_thread():  # the layout and the final gathers too, not only the tiles
         if work < SMALL_WORK and workers == 1:
             return nearest_token_plain(z, codebook, max_chunk_elements)
@@ -220,14 +232,13 @@ def cluster_sums(z: torch.Tensor, idx: torch.Tensor, k: int) -> tuple[torch.Tens
     return counts, sums
 
 
-def distance_to_nearest(x: torch.Tensor, centres: torch.Tensor, workers: int | None = None) -> torch.Tensor:
+def distance_to_nearest(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     """Squared distance of every row of ``x`` to its nearest centre, the difference
     computed directly so that a point that is a centre is exactly 0 from it."""
-    return (x - centres[nearest_token(x, centres, workers=workers)]).pow(2).sum(1)
+    return (x - centres[nearest_token(x, centres)]).pow(2).sum(1)
 
 
-def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator,
-                     workers: int | None = None) -> torch.Tensor:
+def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
     """k-means++ seeding: each new centre drawn with probability proportional to the
     squared distance to the nearest centre already chosen.
 
@@ -242,7 +253,7 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator,
     """
     n = x.shape[0]
     chosen = torch.randint(n, (1,), generator=generator)
-    closest = distance_to_nearest(x, x[chosen.to(x.device)], workers)
+    closest = distance_to_nearest(x, x[chosen.to(x.device)])
     while chosen.numel() < k:
         stale = closest.double().cpu()
         cumulative = stale.cumsum(0)
@@ -269,7 +280,7 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator,
                     break
         new = proposals[accepted]
         chosen = torch.cat([chosen, new])
-        closest = torch.minimum(closest, distance_to_nearest(x, x[new.to(x.device)], workers))
+        closest = torch.minimum(closest, distance_to_nearest(x, x[new.to(x.device)]))
     return x[chosen.to(x.device)].clone()
 
 
@@ -287,22 +298,21 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 20, seed: int = 0, init: torch.
         raise ValueError(f"K-means needs at least k={k} points, got {x.shape[0]}")
     x = x.detach().float()
     g = torch.Generator().manual_seed(seed)
-    workers = torch.get_num_threads()
     with one_torch_thread():  # the small per-iteration operations too (see run_blocks)
         if init is not None:
             centres = init.detach().float().clone().to(x.device)
         elif init_method == "k-means++":
-            centres = kmeans_plus_plus(x, k, g, workers)
+            centres = kmeans_plus_plus(x, k, g)
         elif init_method == "random":
             centres = x[torch.randperm(x.shape[0], generator=g)[:k].to(x.device)].clone()
         else:
             raise ValueError(f"init_method must be 'k-means++' or 'random', got {init_method!r}")
         for _ in range(iters):
-            idx = nearest_token(x, centres, workers=workers)
+            idx = nearest_token(x, centres)
             counts, sums = cluster_sums(x, idx, k)
             filled = counts > 0
             centres[filled] = sums[filled] / counts[filled, None]
-        counts = torch.bincount(nearest_token(x, centres, workers=workers), minlength=k).float()
+        counts = torch.bincount(nearest_token(x, centres), minlength=k).float()
     return centres, counts
 
 
@@ -353,10 +363,9 @@ class VectorQuantizer(nn.Module):
     def forward(self, z: torch.Tensor):
         """``z`` (..., D) -> ``(z_q, indices (...), commitment_loss)``; the EMA update
         runs in training mode only."""
-        workers = torch.get_num_threads()
         with one_torch_thread():  # small operations: see run_blocks
             flat = z.reshape(-1, self.dim)
-            idx = nearest_token(flat.detach(), self.codebook, workers=workers)
+            idx = nearest_token(flat.detach(), self.codebook)
             q = self.codebook[idx].view_as(z)
             commitment = F.mse_loss(z, q)  # the codebook is a buffer: gradient goes to z only
             if self.training:
