@@ -114,6 +114,7 @@ def save_run(result: dict, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)  # mkstemp makes it 0600; a shared run cache must be readable
             f.write(MAGIC + b" " + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
             f.flush()
             os.fsync(f.fileno())
