@@ -50,7 +50,8 @@ D = 64                  # embedding dimension
 N_STEP = 8192           # one CIFAR batch of 128 images at 8x8 latents
 BETA = 0.25             # commitment weight
 DECAY = 0.99
-PEAK_SHAPE = (512, 2048)  # rows x tokens of the matrix product that measures the machine's speed
+PEAK_SHAPES = [(256, 1024), (512, 2048)]  # rows x tokens of the products that measure the machine's speed
+PAUSE = 0.1             # seconds between timed calls
 
 
 # ---------------------------------------------------------------- timing helpers
@@ -63,12 +64,15 @@ def timed(fn) -> float:
 
 def interleaved(fns: dict, reps: int) -> dict:
     """Median seconds of each function, one warm-up call each, then ``reps`` rounds
-    that call every function once, so that noise from other processes falls on all."""
+    that call every function once, so that noise from other processes falls on all.
+    A short pause before each call: right after a step that allocated and freed
+    gigabytes, the next one measured up to 2x slower, whichever it was."""
     for fn in fns.values():
         fn()
     times = {name: [] for name in fns}
     for _ in range(reps):
         for name, fn in fns.items():
+            time.sleep(PAUSE)
             times[name].append(timed(fn))
     return {name: statistics.median(ts) for name, ts in times.items()}
 
@@ -80,8 +84,12 @@ def load_average() -> list[float]:
 def matmul_speed(workers: int, seconds: float = 0.15) -> float:
     """FLOP/s of cache-resident float32 matrix products with inner dimension D, on
     ``workers`` threads at once, each running torch single-threaded: the speed the
-    arithmetic lower bound assumes (the fastest way this machine multiplies)."""
-    rows, tokens = PEAK_SHAPE
+    arithmetic lower bound assumes (the fastest of ``PEAK_SHAPES``: the fastest way
+    this machine multiplies, so the bound is never flattering)."""
+    return max(matmul_speed_at(rows, tokens, workers, seconds) for rows, tokens in PEAK_SHAPES)
+
+
+def matmul_speed_at(rows: int, tokens: int, workers: int, seconds: float) -> float:
     flops = 2 * rows * tokens * D
     done = [0] * workers
 
@@ -249,7 +257,7 @@ def kmeans_seeded(n: int, k: int, iters: int, reps: int) -> dict:
     x = torch.randn(n, D, generator=torch.Generator().manual_seed(3))
     seeding = interleaved({"seed": lambda: Q.kmeans(x, k, iters=0)}, reps)["seed"]
     total = interleaved({"all": lambda: Q.kmeans(x, k, iters=iters)}, reps)["all"]
-    print(f"  kmeans(x({n}, {D}), {k}, iters={iters}): {total:.2f} s, of which k-means++ {seeding:.2f} s", flush=True)
+    print(f"  kmeans(x({n}, {D}), {k}, iters={iters}): {total:.2f} s, of which k-means++ (+1 pass) {seeding:.2f} s", flush=True)
     return {"N": n, "K": k, "D": D, "iters": iters, "total_s": total, "seeding_s": seeding}
 
 
@@ -327,42 +335,49 @@ def ours_iteration(x, centres):
 
 def naive_loop_study(n: int, k: int, reps: int, workers: int, sklearn_per_iteration: float | None) -> list[dict]:
     """One Lloyd iteration (assignment + centre update) on (n, D) with k centres, one
-    change at a time from a naive chunked torch loop toward ours."""
+    change at a time from a naive chunked torch loop toward ours; each on all threads
+    and on one torch thread (interleaved together)."""
     g = torch.Generator().manual_seed(4)
     x = torch.randn(n, D, generator=g)
     init = x[torch.randperm(n, generator=g)[:k]].clone()
     variants = [
-        ("naive: cdist + argmin, 16 MB chunks", chunked(cdist_argmin), None),
-        ("addmm + argmin, 16 MB chunks (old vqstudy)", chunked(addmm_argmin), None),
-        ("  the same in float64", float64(chunked(addmm_argmin)), None),
-        ("  the same with the |x|^2 term", chunked(with_x_norm), None),
-        ("  the same, distance buffer allocated once", preallocated(), None),
-        ("  the same, 1 MB chunks", chunked(addmm_argmin, 1 << 18), None),
-        ("  the same, 256 MB chunks", chunked(addmm_argmin, 1 << 26), None),
-        ("  the same, on 1 torch thread", chunked(addmm_argmin), 1),
-        ("  the same without the argmin (matrix product only)", chunked(matmul_only), None),
-        ("  the same with amin instead of argmin", chunked(matmul_amin), None),
-        ("ours: tiles, two-stage argmin, worker threads", ours_iteration, None),
+        ("naive: cdist + argmin, 16 MB chunks", chunked(cdist_argmin)),
+        ("addmm + argmin, 16 MB chunks (old vqstudy)", chunked(addmm_argmin)),
+        ("  the same in float64", float64(chunked(addmm_argmin))),
+        ("  the same with the |x|^2 term", chunked(with_x_norm)),
+        ("  the same, distance buffer allocated once", preallocated()),
+        ("  the same, 1 MB chunks", chunked(addmm_argmin, 1 << 18)),
+        ("  the same, 256 MB chunks", chunked(addmm_argmin, 1 << 26)),
+        ("  the same without the argmin (matrix product only)", chunked(matmul_only)),
+        ("  the same with amin instead of argmin", chunked(matmul_amin)),
+        ("ours: tiles, two-stage argmin, worker threads", ours_iteration),
     ]
     fns = {}
-    for name, iteration, threads in variants:
-        def run(iteration=iteration, threads=threads):
-            centres = init.clone()
-            previous = torch.get_num_threads()
-            torch.set_num_threads(threads or workers)
-            try:
-                iteration(x, centres)
-            finally:
-                torch.set_num_threads(previous)
-        fns[name] = run
+    for threads in (workers, 1):
+        for name, iteration in variants:
+            def run(iteration=iteration, threads=threads):
+                centres = init.clone()
+                previous = torch.get_num_threads()
+                torch.set_num_threads(threads)
+                try:
+                    iteration(x, centres)
+                finally:
+                    torch.set_num_threads(previous)
+            fns[(name, threads)] = run
     t = interleaved(fns, reps)
     flops = 2 * n * k * D
-    rows = [{"variant": name, "seconds": s, "gflops": flops / s / 1e9} for name, s in t.items()]
+    rows = [{"variant": name, "seconds": t[(name, workers)], "seconds_one_thread": t[(name, 1)],
+             "gflops": flops / t[(name, workers)] / 1e9, "gflops_one_thread": flops / t[(name, 1)] / 1e9}
+            for name, _ in variants]
     if sklearn_per_iteration is not None:
         rows.append({"variant": "scikit-learn (its 20-iteration fit / 21 passes)", "seconds": sklearn_per_iteration,
-                     "gflops": flops / sklearn_per_iteration / 1e9})
+                     "seconds_one_thread": None, "gflops": flops / sklearn_per_iteration / 1e9,
+                     "gflops_one_thread": None})
+    print(f"  {'':55s} {workers} threads          1 thread")
     for row in rows:
-        print(f"  {row['variant']:55s} {row['seconds'] * 1e3:9.1f} ms  {row['gflops']:6.1f} GFLOP/s", flush=True)
+        one = (f"{row['seconds_one_thread'] * 1e3:9.1f} ms {row['gflops_one_thread']:6.1f} GFLOP/s"
+               if row["seconds_one_thread"] else "")
+        print(f"  {row['variant']:55s} {row['seconds'] * 1e3:9.1f} ms {row['gflops']:6.1f} GFLOP/s {one}", flush=True)
     return rows
 
 
@@ -468,12 +483,14 @@ def markdown(res: dict) -> str:
     s = res["kmeans_seeded"]
     parts += [
         f"The C3 notebook's K-means, `kmeans(x ({s['N']} x {s['D']}), {s['K']}, iters={s['iters']})` with "
-        f"k-means++ seeding: {s['total_s']:.1f} s, of which the seeding {s['seeding_s']:.1f} s.",
+        f"k-means++ seeding: {s['total_s']:.1f} s, of which {s['seeding_s']:.1f} s for the seeding (and one assignment pass).",
         "",
         f"**One Lloyd iteration, one change at a time** ({km['N']} x {km['D']}, K = {km['K']}):",
         "",
-        fmt_table(["variant", "ms", "GFLOP/s"],
-                  [[v["variant"].strip(), f"{1e3 * v['seconds']:.0f}", f"{v['gflops']:.1f}"]
+        fmt_table(["variant", f"ms, {r['torch_threads']} threads", "GFLOP/s", "ms, 1 thread", "GFLOP/s"],
+                  [[v["variant"].strip(), f"{1e3 * v['seconds']:.0f}", f"{v['gflops']:.1f}",
+                    f"{1e3 * v['seconds_one_thread']:.0f}" if v["seconds_one_thread"] else "",
+                    f"{v['gflops_one_thread']:.1f}" if v["gflops_one_thread"] else ""]
                    for v in res["naive_loop"]]),
         "",
     ]

@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MAX_CHUNK_ELEMENTS = 1 << 20  # distances per tile: 4 MB of float32, within the L2/L3 caches
-TILE_TOKENS = 2048            # tokens per tile (columns); rows fill up to MAX_CHUNK_ELEMENTS
+MAX_CHUNK_ELEMENTS = 1 << 18  # distances per tile: 1 MB of float32, one core's L2 cache
+TILE_TOKENS = 1024            # tokens per tile (columns); rows fill up to MAX_CHUNK_ELEMENTS
 GROUP = 16                    # tokens per group of the two-stage argmin
 MIN_BLOCK_ROWS = 64           # rows per block of work, at least
 SMALL_WORK = 1 << 22          # N * K * D below this: one plain product and argmin, no tiles
@@ -162,8 +162,8 @@ def nearest_token_grouped(z: torch.Tensor, codebook: torch.Tensor, max_chunk_ele
     path, meant to run under :func:`one_torch_thread`.
 
     Rows are split into blocks, one block at a time per worker thread. Per block and
-    tile of tokens: one ``addmm`` into the worker's preallocated buffer (a fresh 4 MB
-    buffer per tile costs its page faults every time), an ``amin`` over groups, an
+    tile of tokens: one ``addmm`` into the worker's preallocated buffer (a fresh buffer
+    per tile costs its page faults every time), an ``amin`` over groups, an
     ``argmin`` over the group minima, a gather of the winning group and a ``min``
     inside it. Across tiles of tokens the winner is the tile with the smallest value,
     the earliest on a tie, so the lowest index wins.
