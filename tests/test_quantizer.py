@@ -110,6 +110,22 @@ def test_straight_through_passes_gradient_to_the_encoder():
     assert commitment.requires_grad
 
 
+@pytest.mark.parametrize("shape", [(300, 16), (4, 8, 8, 6)])
+def test_straight_through_is_bit_for_bit_the_autograd_expression(shape):
+    g = torch.Generator().manual_seed(8)
+    z0, q, upstream = (torch.randn(*shape, generator=g) for _ in range(3))
+    w = torch.randn(shape[-1], shape[-1], generator=g, requires_grad=True)  # z as an encoder's output
+    z = z0 @ w
+    reference = (z + (q - z).detach(), torch.nn.functional.mse_loss(z, q))
+    ((reference[0] * upstream).sum() + 0.25 * reference[1]).backward()
+    expected_grad, w.grad = w.grad.clone(), None
+    z = z0 @ w
+    z_q, commitment = quantizer.StraightThrough.apply(z, q)
+    ((z_q * upstream).sum() + 0.25 * commitment).backward()
+    assert torch.equal(z_q, reference[0]) and torch.equal(commitment, reference[1])
+    assert torch.equal(w.grad, expected_grad)
+
+
 def test_commitment_loss_is_distance_to_token_and_does_not_touch_codebook():
     vq = VectorQuantizer(1, 2).eval()
     vq.codebook.zero_()

@@ -316,6 +316,26 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 20, seed: int = 0, init: torch.
     return centres, counts
 
 
+class StraightThrough(torch.autograd.Function):
+    """``(z + (q - z), mse(z, q))``: the straight-through output, whose gradient passes
+    to ``z`` unchanged, and the commitment loss, whose gradient goes to ``z`` only (``q``
+    is the codebook's, a buffer). Bit for bit what autograd computes for
+    ``z + (q - z).detach()`` and ``F.mse_loss(z, q)`` (the same kernels, the same sum),
+    in one backward step under one torch thread (see :func:`run_blocks` for why)."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, q: torch.Tensor):
+        ctx.save_for_backward(z, q)
+        return z + (q - z), F.mse_loss(z, q)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor, grad_commitment: torch.Tensor):
+        z, q = ctx.saved_tensors
+        with one_torch_thread():
+            grad = torch.ops.aten.mse_loss_backward(grad_commitment, z, q, 1)  # 1: mean reduction
+            return grad_out + grad, None
+
+
 class VectorQuantizer(nn.Module):
     """Nearest-token quantization with a straight-through gradient and an EMA codebook.
 
@@ -367,8 +387,7 @@ class VectorQuantizer(nn.Module):
             flat = z.reshape(-1, self.dim)
             idx = nearest_token(flat.detach(), self.codebook)
             q = self.codebook[idx].view_as(z)
-            commitment = F.mse_loss(z, q)  # the codebook is a buffer: gradient goes to z only
             if self.training:
                 self.ema_update(flat.detach(), idx)
-            z_q = z + (q - z).detach()  # straight-through estimator
+            z_q, commitment = StraightThrough.apply(z, q)
         return z_q, idx.view(z.shape[:-1]), commitment
