@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 MAX_CHUNK_ELEMENTS = 1 << 18  # distances per tile: 1 MB of float32, one core's L2 cache
+ACCELERATOR_CHUNK_ELEMENTS = 1 << 24  # distances per chunk on a GPU: 64 MB, few kernel launches
 TILE_TOKENS = 1024            # tokens per tile (columns); rows fill up to MAX_CHUNK_ELEMENTS
 GROUP = 16                    # tokens per group of the two-stage argmin
 MIN_BLOCK_ROWS = 64           # rows per block of work, at least
@@ -208,14 +209,16 @@ def nearest_token_grouped(z: torch.Tensor, codebook: torch.Tensor, max_chunk_ele
 
 
 def nearest_token(z: torch.Tensor, codebook: torch.Tensor,
-                  max_chunk_elements: int = MAX_CHUNK_ELEMENTS, workers: int | None = None) -> torch.Tensor:
+                  max_chunk_elements: int | None = None, workers: int | None = None) -> torch.Tensor:
     """Index of the nearest token (squared Euclidean) for every row of ``z`` (N, D); on a
     tie, the lowest index. At most ``max_chunk_elements`` distances exist at once per
-    worker thread. ``workers`` (CPU only) defaults to :func:`allowed_threads` for a
+    worker thread (default: ``MAX_CHUNK_ELEMENTS`` on CPU, ``ACCELERATOR_CHUNK_ELEMENTS``
+    on a GPU). ``workers`` (CPU only) defaults to :func:`allowed_threads` for a
     search of at least ``PARALLEL_WORK`` multiply-adds, to one below that; a search
     below ``SMALL_WORK`` on one worker is a plain product and argmin (overheads rule)."""
     if z.device.type != "cpu":
-        return nearest_token_plain(z, codebook, max_chunk_elements)
+        return nearest_token_plain(z, codebook, max_chunk_elements or ACCELERATOR_CHUNK_ELEMENTS)
+    max_chunk_elements = max_chunk_elements or MAX_CHUNK_ELEMENTS
     work = z.shape[0] * codebook.shape[0] * z.shape[1]
     if workers is None:
         workers = allowed_threads() if work >= PARALLEL_WORK else 1
