@@ -29,8 +29,8 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/bench_quantizer.py --book $(BENCH_ARGS)
 
-clean-runs:
-	rm -rf runs
+clean-runs: $(VENV)/.installed
+	$(PY) -m vqstudy clean-runs
 
 clean:
 	rm -rf _build book/claims
