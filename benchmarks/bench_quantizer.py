@@ -539,7 +539,7 @@ def figure(res: dict, path: Path) -> None:
         rows = res[key]
         xs = [r[var] for r in rows]
         ax.loglog(xs, [r["step_ms"] for r in rows], "o-", label="vqstudy step")
-        ax.loglog(xs, [r["bound_ms"] for r in rows], "k--", label="bound: distance flops / matmul speed")
+        ax.loglog(xs, [r["bound_ms"] for r in rows], "k--", label="bound: the distance product alone")
         ax.loglog(xs, [1.5 * r["bound_ms"] for r in rows], ":", color="gray", label="1.5 x bound")
         if key == "scaling_K":
             lib = res["quantizer_vs_library"]
