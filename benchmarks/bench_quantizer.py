@@ -464,6 +464,29 @@ def fmt_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def targets(res: dict) -> str:
+    """Issue 7's targets, each judged from the recorded numbers (never typed into the page)."""
+    lib, km = res["quantizer_vs_library"], res["kmeans_vs_sklearn"]
+    mem = [m for m in res["memory"] if m["impl"] == "ours"]
+    big = max(mem, key=lambda m: m["K"])
+    bound = res["scaling_K"] + res["scaling_N"]
+    worst = max(bound, key=lambda b: b["over_bound"])
+    rows = [
+        ["quantizer step >= 3x faster than vector-quantize-pytorch (K = "
+         + ", ".join(str(q["K"]) for q in lib) + ")",
+         ", ".join(f"{q['speedup']:.1f}x" for q in lib), all(q["speedup"] >= 3 for q in lib)],
+        ["K-means no slower than scikit-learn's Lloyd", f"{km['speedup']:.2f}x", km["speedup"] >= 1],
+        ["K-means inertia within 1.01x of scikit-learn's", f"{km['inertia_ratio']:.5f}",
+         km["inertia_ratio"] <= 1.01],
+        [f"peak resident memory of one step at K = {big['K']} under 2 GB", f"{big['peak_rss_mb']:.0f} MB",
+         big["peak_rss_mb"] < 2048],
+        ["step within 1.5x of its arithmetic lower bound (every N and K measured)",
+         f"worst {worst['over_bound']:.2f}x at N = {worst['N']}, K = {worst['K']}",
+         all(b["over_bound"] <= 1.5 for b in bound)],
+    ]
+    return fmt_table(["target", "measured", "met"], [[t, m, "yes" if ok else "**no**"] for t, m, ok in rows])
+
+
 def markdown(res: dict) -> str:
     """The tables of the book's Performance page, from the JSON."""
     r = res["run"]
@@ -475,6 +498,10 @@ def markdown(res: dict) -> str:
         f"{r['vector-quantize-pytorch']}, scikit-learn {r['scikit-learn']}; medians of {r['reps']} "
         f"interleaved repetitions; load average (1, 5, 15 min) {r['load_average_start']} at the start and "
         f"{r['load_average_end']} at the end (the machine is shared: other processes ran).",
+        "",
+        "**Against the targets** (judged from this run's numbers):",
+        "",
+        targets(res),
         "",
         "**Quantizer training step** (N = 8192 vectors, D = 64; EMA decay 0.99, commitment 0.25, "
         "straight-through, no rotation trick, no k-means init):",
