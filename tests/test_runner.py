@@ -58,3 +58,15 @@ def test_copy_sources_leaves_build_products_behind(tmp_path):
     dst = runner.copy_sources(tmp_path / "copy")
     assert (dst / "_toc.yml").exists() and (dst / "notebooks" / "tokens_collapse.ipynb").exists()
     assert (dst / "book" / "intro.md").exists() and not (dst / "book" / "claims").exists()
+
+
+def test_progress_bars_are_dropped_from_the_chapter_but_warnings_kept():
+    from vqstudy.runner import without_progress_bars
+
+    bar = "C1 runs:  25%|██▌       | 1/4 [00:04<00:14,  4.81s/it]\rbaseline K=8 seed=0:   7%|▋  | 4/60 [00:00<00:08,  6.70it/s]\n"
+    outputs = [{"output_type": "stream", "name": "stderr", "text": bar},
+               {"output_type": "stream", "name": "stderr", "text": bar + "UserWarning: something real\n"},
+               {"output_type": "stream", "name": "stderr", "text": "                \x1b[A\n"},
+               {"output_type": "stream", "name": "stdout", "text": "C1 HOLDS\n"}]
+    kept = without_progress_bars(outputs)
+    assert [o["text"] for o in kept] == ["UserWarning: something real\n", "C1 HOLDS\n"]

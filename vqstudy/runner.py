@@ -16,6 +16,7 @@ resumes where this one stopped.
 
 import contextlib
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -122,7 +123,29 @@ def hide_injected_parameters(path: Path) -> None:
         tags = cell.metadata.get("tags", [])
         if "injected-parameters" in tags and "remove-cell" not in tags:
             cell.metadata["tags"] = tags + ["remove-cell"]
+        if cell.cell_type == "code":
+            cell.outputs = without_progress_bars(cell.get("outputs", []))
     nbformat.write(nb, path)
+
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # tqdm moves the cursor up between bars
+PROGRESS_LINE = re.compile(r"\|.*\[\d+:\d+.*(it/s|s/it|\?it/s)")
+
+
+def without_progress_bars(outputs: list) -> list:
+    """The kernel forwards what the runs write to the terminal (tqdm bars on the
+    process's stderr) into the notebook as well; in the book they are noise. Lines of
+    progress bars are dropped from stderr streams, anything else (warnings) is kept."""
+    kept = []
+    for out in outputs:
+        if out.get("output_type") == "stream" and out.get("name") == "stderr":
+            lines = [line for line in re.split(r"[\r\n]", out.get("text", ""))
+                     if ANSI_ESCAPE.sub("", line).strip() and not PROGRESS_LINE.search(line)]
+            if not lines:
+                continue
+            out["text"] = "\n".join(lines) + "\n"
+        kept.append(out)
+    return kept
 
 
 def build_html(root: Path = REPO_ROOT) -> int:
