@@ -110,20 +110,53 @@ def test_straight_through_passes_gradient_to_the_encoder():
     assert commitment.requires_grad
 
 
-@pytest.mark.parametrize("shape", [(300, 16), (4, 8, 8, 6)])
-def test_straight_through_is_bit_for_bit_the_autograd_expression(shape):
+@pytest.mark.parametrize("shape", [(300, 16), (4, 8, 8, 6), (2, 64, 8, 8)])
+def test_quantizer_step_equals_the_autograd_expression(shape):
+    """Output, commitment loss and encoder gradient against autograd on
+    ``z + (q - z).detach()`` and ``F.mse_loss(z, q)``, q the plain argmin's tokens; the
+    last shape is a channels-first latent permuted to channels-last (not contiguous),
+    with enough rows and tokens for the tiled search on worker threads."""
     g = torch.Generator().manual_seed(8)
-    z0, q, upstream = (torch.randn(*shape, generator=g) for _ in range(3))
-    w = torch.randn(shape[-1], shape[-1], generator=g, requires_grad=True)  # z as an encoder's output
-    z = z0 @ w
+    d = shape[-1] if shape[1] != 64 else 64
+    x = torch.randn(*shape, generator=g)
+    w = torch.randn(d, d, generator=g, requires_grad=True)  # z as an encoder's output
+    encode = (lambda: (x.permute(0, 2, 3, 1) @ w)) if shape[1] == 64 else (lambda: x @ w)
+    vq = VectorQuantizer(700, d).eval()
+    vq.codebook.copy_(torch.randn(700, d, generator=g))
+    upstream = torch.randn(encode().shape, generator=g)
+
+    z = encode()
+    q = vq.codebook[torch.cdist(z.detach().reshape(-1, d), vq.codebook).argmin(1)].view_as(z)
     reference = (z + (q - z).detach(), torch.nn.functional.mse_loss(z, q))
     ((reference[0] * upstream).sum() + 0.25 * reference[1]).backward()
     expected_grad, w.grad = w.grad.clone(), None
-    z = z0 @ w
-    z_q, commitment = quantizer.StraightThrough.apply(z, q)
+
+    z = encode()
+    z_q, _, commitment = vq(z)
     ((z_q * upstream).sum() + 0.25 * commitment).backward()
-    assert torch.equal(z_q, reference[0]) and torch.equal(commitment, reference[1])
-    assert torch.equal(w.grad, expected_grad)
+    assert torch.equal(z_q, q)  # the token itself, not z + (q - z) with its rounding
+    assert torch.allclose(z_q, reference[0], atol=1e-6)
+    assert commitment.item() == pytest.approx(reference[1].item(), rel=1e-5)
+    assert torch.allclose(w.grad, expected_grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("n, k, workers", [(50, 30, 1), (5000, 700, 1), (5000, 700, 2)])
+def test_assign_returns_the_tokens_residuals_and_squared_error(n, k, workers, monkeypatch):
+    used = []
+    run_blocks = quantizer.run_blocks
+    monkeypatch.setattr(quantizer, "run_blocks", lambda work, blocks, w: used.append(w) or run_blocks(work, blocks, w))
+    g = torch.Generator().manual_seed(n + workers)
+    z, codebook = torch.randn(n, 16, generator=g), torch.randn(k, 16, generator=g)
+    before = torch.get_num_threads()
+    torch.set_num_threads(workers)  # the search's worker threads: as many as torch is allowed
+    try:
+        idx, tokens, residual, squared_error = quantizer.assign(z, codebook)
+    finally:
+        torch.set_num_threads(before)
+    assert used == ([] if n == 50 else [workers])  # the plain path, or blocks on this many threads
+    assert torch.equal(idx, torch.cdist(z, codebook).argmin(1))
+    assert torch.equal(tokens, codebook[idx]) and torch.equal(residual, z - codebook[idx])
+    assert squared_error.item() == pytest.approx((z - codebook[idx]).double().pow(2).sum().item(), rel=1e-5)
 
 
 def test_commitment_loss_is_distance_to_token_and_does_not_touch_codebook():

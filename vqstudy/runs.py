@@ -14,7 +14,6 @@ computed, so an interrupted sweep loses only the runs that had not finished, and
 notebook executed after a cluster sweep only reads.
 """
 
-import ctypes
 import dataclasses
 import hashlib
 import io
@@ -30,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vqstudy.params import REPO_ROOT
+from vqstudy.quantizer import keep_freed_memory
 from vqstudy.training import Config, train
 
 # The modules whose code changes what a run computes; prose, plots and notebooks do not.
@@ -247,7 +247,7 @@ def run_on_worker(cfg: Config, path: str, version: str, use_cache: bool) -> dict
     path = Path(path)
     if use_cache and (result := load_run(path, cfg)) is not None:
         return result
-    undo_dask_malloc_settings()
+    keep_freed_memory()  # Dask's nanny sets glibc to return memory at once (see there)
     result = train(cfg)
     if use_cache:
         try:
@@ -255,19 +255,6 @@ def run_on_worker(cfg: Config, path: str, version: str, use_cache: bool) -> dict
         except OSError as exc:
             warnings.warn(f"worker could not store {path} ({exc}); the client will")
     return result
-
-
-def undo_dask_malloc_settings() -> None:
-    """Dask's nanny starts each worker with ``MALLOC_TRIM_THRESHOLD_=65536``, and setting
-    it also freezes glibc's mmap threshold at 128 KiB: every larger tensor is then a fresh
-    ``mmap`` with page faults. A CIFAR-10 run took 2.6 times longer that way (42 s vs 16 s,
-    measured). Raise both thresholds again; a no-op where the C library is not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD: glibc's maximum
-        libc.mallopt(-1, 64 * 2**20)  # M_TRIM_THRESHOLD: give memory back to the system above 64 MiB free
-    except (OSError, AttributeError):
-        pass
 
 
 def table(results: list[dict], config_fields=("regime", "seed", "codebook_size", "hidden")) -> pd.DataFrame:
