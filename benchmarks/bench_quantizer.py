@@ -215,6 +215,29 @@ def scaling(points: list[tuple[int, int]], reps: int, workers: int) -> list[dict
     return rows
 
 
+def step_parts(points: list[tuple[int, int]], reps: int, workers: int) -> list[dict]:
+    """Where a step's time goes, next to its bound: the search alone, the search with the
+    tokens, residuals and squared error made per block (``assign``), forward and backward
+    without the EMA update (eval mode), and the whole training step; all interleaved with
+    the bound's products, each part including the ones before it."""
+    rows = []
+    g = torch.Generator().manual_seed(2)
+    for n, k in points:
+        z, upstream = torch.randn(n, D, generator=g), torch.randn(n, D, generator=g)
+        codebook = torch.randn(k, D, generator=g)
+        fns = {"search": lambda: Q.nearest_token(z, codebook), "assign": lambda: Q.assign(z, codebook),
+               "no_ema": step_fn("ours", ours_quantizer(k).eval(), z, upstream),
+               "step": step_fn("ours", ours_quantizer(k), z, upstream)}
+        fns.update({shape: matmul_alone(n, k, *shape, workers) for shape in PEAK_SHAPES})
+        t = interleaved(fns, reps)
+        bound = min(t[shape] for shape in PEAK_SHAPES)
+        rows.append({"N": n, "K": k, "bound_ms": 1e3 * bound,
+                     **{f"{part}_ms": 1e3 * t[part] for part in ("search", "assign", "no_ema", "step")}})
+        print("  N={N:6d} K={K:6d}  bound {bound_ms:.1f}  search {search_ms:.1f}  assign {assign_ms:.1f}  "
+              "forward+backward {no_ema_ms:.1f}  step {step_ms:.1f} ms".format(**rows[-1]), flush=True)
+    return rows
+
+
 def resident_mb(field: str) -> float:
     """``VmRSS`` (now) or ``VmHWM`` (peak) of this process in MB. Not ``ru_maxrss``: on
     Linux it survives ``exec`` and would report the parent's peak."""
@@ -441,6 +464,8 @@ def run(reps: int, quick: bool) -> dict:
     ns = [2048, 8192] if quick else [1024, 2048, 4096, 8192, 16384, 32768, 65536]
     out["scaling_K"] = scaling([(N_STEP, k) for k in ks], reps, workers)
     out["scaling_N"] = scaling([(n, 4096) for n in ns], reps, workers)
+    print("== where the step's time goes, next to its bound")
+    out["step_parts"] = step_parts([(N_STEP, 512), (1024, 4096), (N_STEP, 4096)], max(reps, 9), workers)
     print("== peak resident memory of one step (fresh process each)")
     out["memory"] = memory([("ours", 16384), ("library", 16384)] if quick else
                            [("ours", 16384), ("ours", 65536), ("library", 16384)])
@@ -525,6 +550,19 @@ def markdown(res: dict) -> str:
                     f"{s['matmul_gflops']:.0f}"] for s in res["scaling_K"] + res["scaling_N"]]),
         "",
     ]
+    if "step_parts" in res:
+        parts += [
+            "**Where the step's time goes**, as multiples of the bound (each column includes the ones "
+            "before it; interleaved with the bound's products, medians of "
+            f"{max(r['reps'], 9)}): the search alone; `assign`, the search making each block's tokens, "
+            "residuals and squared error; forward and backward without the EMA update; the training step:",
+            "",
+            fmt_table(["N", "K", "bound (ms)", "search", "assign", "forward + backward", "training step"],
+                      [[p["N"], p["K"], f"{p['bound_ms']:.1f}"] +
+                       [f"{p[f'{part}_ms'] / p['bound_ms']:.2f}x" for part in ("search", "assign", "no_ema", "step")]
+                       for p in res["step_parts"]]),
+            "",
+        ]
     km = res["kmeans_vs_sklearn"]
     parts += [
         f"**K-means** ({km['N']} x {km['D']}, K = {km['K']}, {km['iters']} Lloyd iterations from the same "

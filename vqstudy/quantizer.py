@@ -40,6 +40,7 @@ ACCELERATOR_CHUNK_ELEMENTS = 1 << 24  # distances per chunk on a GPU: 64 MB, few
 TILE_TOKENS = 1024            # tokens per tile (columns); rows fill up to MAX_CHUNK_ELEMENTS
 GROUP = 16                    # tokens per group of the two-stage argmin
 MIN_BLOCK_ROWS = 64           # rows per block of work, at least
+BLOCKS_PER_WORKER = 2         # blocks of rows per worker thread, at least (when there are rows enough)
 SMALL_WORK = 1 << 22          # N * K * D below this: one plain product and argmin, no tiles
 PARALLEL_WORK = 1 << 24       # N * K * D from this on: worker threads (about 0.3 ms on one core)
 KMEANS_PP_BATCH = 256         # k-means++ proposals drawn per refresh of the distances
@@ -199,7 +200,8 @@ def nearest_token_grouped(z: torch.Tensor, codebook: torch.Tensor, max_chunk_ele
     """
     n, k = z.shape[0], codebook.shape[0]
     rows, width = tile_shape(n, k, max_chunk_elements, group)
-    rows = min(rows, max(MIN_BLOCK_ROWS, ceil_to(n, 4 * workers) // (4 * workers)))  # 4 blocks a worker
+    blocks = BLOCKS_PER_WORKER * workers  # at least, so that a worker that falls behind takes fewer
+    rows = min(rows, max(MIN_BLOCK_ROWS, ceil_to(n, blocks) // blocks))
     tokens, norms = grouped_layout(codebook, width, group)
     starts = list(range(0, tokens.shape[0], width))
     offsets = torch.tensor(starts, dtype=torch.long)
@@ -444,12 +446,17 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def ema_update(self, flat: torch.Tensor, idx: torch.Tensor) -> None:
+        """One EMA step: ``sum <- decay sum + (1 - decay) (sum of the rows assigned)``,
+        the same for the counts, then tokens = sums / smoothed counts, written in place
+        (at small N the EMA's cost is set by K x D, not by the batch). The rows are summed
+        first and scaled once: ``index_add_`` with ``alpha`` scales every row and took
+        three times as long."""
         counts, sums = cluster_sums(flat, idx, self.num_tokens)
         self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         n = self.ema_count.sum()
         smoothed = (self.ema_count + self.eps) / (n + self.num_tokens * self.eps) * n
-        self.codebook.copy_(self.ema_sum / smoothed[:, None])
+        torch.div(self.ema_sum, smoothed[:, None], out=self.codebook)
 
     def forward(self, z: torch.Tensor):
         """``z`` (..., D) -> ``(z_q, indices (...), commitment_loss)``; the EMA update
