@@ -10,8 +10,8 @@ Why the CPU search looks the way it does (measured on 2 CPU cores; the book's
 "Performance" appendix has the numbers):
 
 - the matrix product runs near 100 GFLOP/s a core while its output tile stays in
-  cache, and at a fraction of that once the tile spills to memory: tiles are
-  cache-sized, and written into buffers allocated once;
+  cache, and at a fraction of that once the tile spills to memory: tiles are a few
+  MB, and each worker writes them into one buffer per call;
 - on CPU ``argmin`` over a row is a scalar loop costing half as much as the matrix
   product itself, while ``amin`` (no index) is vectorised and ten times cheaper: the
   argmin runs in two stages, a vectorised ``amin`` over groups of ``GROUP`` tokens, then
@@ -21,8 +21,10 @@ Why the CPU search looks the way it does (measured on 2 CPU cores; the book's
   descheduled thread stalls it: blocks of rows go to worker threads that each run torch
   single-threaded (see :func:`run_blocks`);
 - memory freed by one step is kept for the next instead of being returned to the
-  system and faulted in again (see :func:`keep_freed_memory`); the tiles' buffers live
-  as long as their thread (see :func:`scratch`).
+  system and faulted in again (see :func:`keep_freed_memory`);
+- what the quantizer step needs from each row besides its token's index (the token,
+  the residual, the squared error) is made right after the row's block is searched,
+  in the same worker (see :func:`assign`).
 """
 
 import ctypes
@@ -35,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-MAX_CHUNK_ELEMENTS = 1 << 19  # distances per tile: 2 MB of float32 (two cores' L2; fewer tiles, fewer calls)
+MAX_CHUNK_ELEMENTS = 1 << 19  # distances per tile: 2 MB of float32; measured faster than 1 MB (fewer calls)
 ACCELERATOR_CHUNK_ELEMENTS = 1 << 24  # distances per chunk on a GPU: 64 MB, few kernel launches
 TILE_TOKENS = 1024            # tokens per tile (columns); rows fill up to MAX_CHUNK_ELEMENTS
 GROUP = 16                    # tokens per group of the two-stage argmin
