@@ -29,7 +29,6 @@ import torch
 from tqdm.auto import tqdm
 
 from vqstudy.params import REPO_ROOT
-from vqstudy.quantizer import keep_freed_memory
 from vqstudy.training import Config, train
 
 # The modules whose code changes what a run computes; prose, plots and notebooks do not.
@@ -247,7 +246,6 @@ def run_on_worker(cfg: Config, path: str, version: str, use_cache: bool) -> dict
     path = Path(path)
     if use_cache and (result := load_run(path, cfg)) is not None:
         return result
-    keep_freed_memory()  # Dask's nanny sets glibc to return memory at once (see there)
     result = train(cfg)
     if use_cache:
         try:
