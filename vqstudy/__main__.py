@@ -1,8 +1,9 @@
-"""Command line: ``python -m vqstudy {book,fetch-data,sweep,clean-runs} ...`` (``--help`` on each)."""
+"""Command line: ``python -m vqstudy {book,sweep,parameters,fetch-data,clean-runs} ...`` (``--help`` on each)."""
 
 import argparse
-import os
 import sys
+import time
+from pathlib import Path
 
 
 def main(argv=None):
@@ -12,20 +13,25 @@ def main(argv=None):
     fetch = sub.add_parser("fetch-data", help="obtain, verify and cache CIFAR-10 (no-op when cached)")
     fetch.add_argument("--cache-dir", default=None, help="cache folder (default: $VQSTUDY_DATA or ./data)")
 
-    book = sub.add_parser("book", help="execute every notebook in _toc.yml with papermill, then build the book")
+    book = sub.add_parser("book", help="sweep then execute every chapter in _toc.yml, then build the book")
     book.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
-    book.add_argument("--only", nargs="*", default=None, help="execute only these notebooks (by name)")
-    book.add_argument("--no-build", action="store_true", help="execute notebooks but do not build the HTML")
-    book.add_argument("--scheduler", default=None,
-                      help="train missing runs on this Dask scheduler, tcp://HOST:PORT (default: $VQSTUDY_SCHEDULER)")
+    book.add_argument("--only", nargs="*", default=None, help="sweep and execute only these chapters (by name)")
+    book.add_argument("--no-build", action="store_true", help="execute the chapters but do not build the HTML")
+    book.add_argument("--scheduler", default=None, help="train the runs on this Dask scheduler, tcp://HOST:PORT")
 
-    sweep = sub.add_parser("sweep", help="compute every run of a notebook into the run cache (e.g. on a Dask cluster)")
-    sweep.add_argument("notebook", help="notebook name, e.g. tokens_collapse")
+    sweep = sub.add_parser("sweep", help="train every run of a chapter into the run cache (e.g. on a Dask cluster)")
+    sweep.add_argument("notebook", help="a chapter: its name (tokens_collapse) or notebook path")
     sweep.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
     sweep.add_argument("--scheduler", default=None,
-                       help="Dask scheduler address tcp://HOST:PORT (default: $VQSTUDY_SCHEDULER; unset: this process)")
+                       help="Dask scheduler address tcp://HOST:PORT (default: worker processes on this machine)")
+    sweep.add_argument("--workers", type=int, default=None,
+                       help="worker processes on this machine (default: $VQSTUDY_WORKERS, else one per core)")
     sweep.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                       help="override a notebook parameter, as papermill's -p (VALUE read as YAML: -p seeds '[0, 1]')")
+                       help="override a parameter, as papermill's -p (VALUE read as YAML: -p seed '[0, 1]')")
+
+    cell = sub.add_parser("parameters", help="print (or --write) a chapter's parameters cell from profiles.yml")
+    cell.add_argument("notebook", help="a chapter: its name or notebook path")
+    cell.add_argument("--write", action="store_true", help="replace the notebook's parameters cell")
 
     clean = sub.add_parser("clean-runs", help="delete every stored run from the run cache")
     clean.add_argument("--runs-dir", default=None, help="run cache folder (default: $VQSTUDY_RUNS or ./runs)")
@@ -34,17 +40,17 @@ def main(argv=None):
     if args.command == "fetch-data":
         from vqstudy import cifar10
 
-        path = cifar10.fetch(cache_dir=args.cache_dir)
-        print(f"CIFAR-10 ready: {path}")
+        print(f"CIFAR-10 ready: {cifar10.fetch(cache_dir=args.cache_dir)}")
         return 0
     if args.command == "book":
         from vqstudy import runner
 
-        if args.scheduler:  # the notebooks' kernels inherit it; runs.run_all reads it
-            os.environ["VQSTUDY_SCHEDULER"] = args.scheduler
-        return runner.build_book(profile=args.profile, only=args.only, build=not args.no_build)
+        return runner.build_book(profile=args.profile, only=args.only, build=not args.no_build,
+                                 scheduler=args.scheduler)
     if args.command == "sweep":
-        return sweep_command(args.notebook, args.profile, args.scheduler, args.parameter)
+        return sweep_command(args.notebook, args.profile, args.scheduler, args.workers, args.parameter)
+    if args.command == "parameters":
+        return parameters_command(args.notebook, args.write)
     if args.command == "clean-runs":
         from vqstudy import runs
 
@@ -53,30 +59,67 @@ def main(argv=None):
     return 2
 
 
-def sweep_command(notebook: str, profile: str, scheduler: str | None, parameters: list) -> int:
-    """Precompute a notebook's runs: afterwards executing it trains nothing."""
-    import time
+def chapter(notebook: str) -> tuple[str, Path]:
+    """``(name, notebooks folder)`` of a chapter given by name or by notebook path."""
+    from vqstudy.params import REPO_ROOT
 
+    path = Path(notebook)
+    if path.suffix == ".ipynb":
+        return path.stem, path.resolve().parent
+    return notebook, REPO_ROOT / "notebooks"
+
+
+def sweep_command(notebook: str, profile: str, scheduler: str | None, workers: int | None,
+                  parameters: list) -> int:
+    """Train a chapter's runs: afterwards executing its notebook trains nothing."""
     import yaml
 
-    from vqstudy import experiments, runs
+    from vqstudy import runs, sweeps
 
+    name, folder = chapter(notebook)
     try:
-        configs = experiments.configs_for(notebook, profile, {name: yaml.safe_load(v) for name, v in parameters})
+        plan = sweeps.plan(name, profile, {key: yaml.safe_load(v) for key, v in parameters}, notebooks=folder)
     except ValueError as exc:  # unknown notebook or parameter, wrong type, out of range: already says which
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    configs = plan.configs
     cached = sum(runs.run_path(cfg).exists() for cfg in configs)
-    where = scheduler or os.environ.get(runs.SCHEDULER_ENV) or "this process"
-    print(f"{notebook} at {profile}: {len(configs)} runs, {cached} in the cache; computing the rest on {where}")
+    where = scheduler or f"{workers or runs.default_workers()} worker process(es)"
+    print(f"{name} at {profile}: {len(configs)} runs, {cached} in the cache; computing the rest on {where}",
+          flush=True)
     started = time.perf_counter()
     try:
-        runs.run_all(configs, desc=notebook, scheduler=scheduler)
+        runs.run_all(configs, desc=name, scheduler=scheduler, workers=workers)
     except runs.SweepFailed as exc:
         print(exc, file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"\n{name}: interrupted; finished runs are in the run cache {runs.cache_dir()}", file=sys.stderr)
+        return 130
     print(f"{len(configs)} runs: {cached} from the cache, {len(configs) - cached} computed, "
-          f"in {time.perf_counter() - started:.0f} s; run cache {runs.cache_dir()}")
+          f"in {time.perf_counter() - started:.0f} s; run cache {runs.cache_dir()}", flush=True)
+    return 0
+
+
+def parameters_command(notebook: str, write: bool) -> int:
+    import nbformat
+
+    from vqstudy import params
+
+    name, folder = chapter(notebook)
+    source = params.parameters_cell(name, folder)
+    if not write:
+        print(source)
+        return 0
+    path = folder / f"{name}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    if len(cells) != 1:
+        print(f"error: {path} has {len(cells)} cells tagged 'parameters'; expected one", file=sys.stderr)
+        return 2
+    cells[0].source = source
+    nbformat.write(nb, path)
+    print(f"wrote the parameters cell of {path}")
     return 0
 
 

@@ -1,34 +1,51 @@
-"""Notebook parameters: one profiles file, one validation for every notebook.
+"""Chapter parameters: one profiles file, one validation for every chapter.
 
-A notebook's ``parameters`` cell sets ``profile`` and lists every other parameter as
-``None`` ("take it from the profile"). papermill injects overrides after that cell;
-:func:`notebook_parameters` then merges profile and overrides and rejects, with a
-message naming the parameter, its value and what is allowed:
-an unknown profile, a parameter name the notebook does not have (papermill passes
-misspelled names silently), a value of the wrong type, an out-of-range value.
+``notebooks/profiles.yml`` holds every parameter of every chapter for every profile (the
+book's *Protocol* page, ``book/protocol.md``, says what the profiles are for). A chapter's
+entry names the parameters it sweeps (``sweep``), their values (``defaults``, then what
+differs at ``smoke``, ``quick``, ``paper``) and a one-line ``help`` for each parameter
+that is not a training setting (those are documented on :class:`vqstudy.training.Config`,
+whose field names the parameters share).
+
+:func:`resolve` merges a profile with overrides and rejects, with a message naming the
+parameter, its value and what is allowed: an unknown profile, a name the chapter does not
+have (papermill passes misspelled names silently), a value of the wrong type. Ranges are
+checked once, by :meth:`Config.validate`, when :func:`vqstudy.sweeps.plan` builds the runs.
 """
 
-import os
 from pathlib import Path
 
 import yaml
 
+from vqstudy.training import FIELDS
+
 PROFILES = ("smoke", "quick", "paper")
+DEFAULT_PROFILE = "quick"
 REPO_ROOT = Path(__file__).resolve().parent.parent
+PROFILES_FILE = "profiles.yml"  # beside the notebooks it describes
 
 
-def profiles_path() -> Path:
-    return Path(os.environ.get("VQSTUDY_PROFILES", REPO_ROOT / "notebooks" / "profiles.yml"))
+def profiles_path(notebooks: Path | None = None) -> Path:
+    return Path(notebooks or REPO_ROOT / "notebooks") / PROFILES_FILE
 
 
-def load_profiles() -> dict:
-    with open(profiles_path()) as f:
-        return yaml.safe_load(f)
+def entry(notebook: str, notebooks: Path | None = None) -> dict:
+    """The chapter's entry of ``profiles.yml`` (in the folder ``notebooks``)."""
+    path = profiles_path(notebooks)
+    with open(path) as f:
+        profiles = yaml.safe_load(f)
+    if notebook not in profiles:
+        raise ValueError(f"notebook {notebook!r} has no entry in {path}; known: {sorted(profiles)}")
+    found = profiles[notebook]
+    if not isinstance(found.get("defaults"), dict):
+        raise ValueError(f"the entry {notebook!r} of {path} has no 'defaults' mapping of parameters")
+    return found
 
 
 def check_type(name: str, value, default):
     """``value`` must have the type of the profile default (an int may stand for a float;
-    a list must hold items of the default's item type)."""
+    a list must hold items of the default's item type; a mapping of variants must map
+    names to mappings)."""
     if default is None or value is None:
         return value
     if isinstance(default, bool):
@@ -42,62 +59,72 @@ def check_type(name: str, value, default):
         ok = isinstance(value, (list, tuple)) and len(value) > 0
         if ok and default:
             value = [check_type(f"{name}[{i}]", v, default[0]) for i, v in enumerate(value)]
+    elif isinstance(default, dict):
+        ok = isinstance(value, dict) and len(value) > 0 and all(isinstance(v, dict) for v in value.values())
     else:
         ok = isinstance(value, type(default))
     if not ok:
-        kind = f"a non-empty list of {type(default[0]).__name__}" if isinstance(default, list) and default \
-            else type(default).__name__
-        raise ValueError(f"parameter {name}={value!r} has the wrong type: expected {kind} (e.g. {default!r})")
+        raise ValueError(f"parameter {name}={value!r} has the wrong type: expected {type_name(default)} "
+                         f"(e.g. {default!r})")
     return value
 
 
-def resolve(notebook: str, profile: str, overrides: dict | None = None) -> dict:
-    """Parameters of ``notebook`` at ``profile`` with ``overrides`` applied and checked."""
-    profiles = load_profiles()
-    if notebook not in profiles:
-        raise ValueError(f"notebook {notebook!r} has no entry in {profiles_path()}; known: {sorted(profiles)}")
+def type_name(default) -> str:
+    if isinstance(default, list):
+        return f"a non-empty list of {type(default[0]).__name__}" if default else "a non-empty list"
+    if isinstance(default, dict):
+        return "a mapping of variant names to settings"
+    return type(default).__name__
+
+
+def resolve(notebook: str, profile: str = DEFAULT_PROFILE, overrides: dict | None = None,
+            notebooks: Path | None = None) -> dict:
+    """Parameters of ``notebook`` at ``profile`` with ``overrides`` applied, names and types checked."""
     if profile not in PROFILES:
         raise ValueError(f"parameter profile={profile!r} is not a profile: allowed {list(PROFILES)}")
-    entry = profiles[notebook]
-    params = {**entry["defaults"], **(entry.get(profile) or {})}
+    found = entry(notebook, notebooks)
+    defaults = found["defaults"]
+    params = {**defaults, **(found.get(profile) or {})}
     for name, value in (overrides or {}).items():
-        if name not in params:
+        if name not in defaults:
             raise ValueError(f"unknown parameter {name!r} (value {value!r}) for notebook {notebook!r}; "
-                             f"allowed: {sorted(params)} and 'profile'")
-        params[name] = check_type(name, value, entry["defaults"][name])
-    for name, value in params.items():
-        check_range(name, value)
+                             f"allowed: {sorted(defaults)} and 'profile'")
+        params[name] = check_type(name, value, defaults[name])
     params["profile"] = profile
     return params
 
 
-def check_range(name: str, value) -> None:
-    """Ranges every notebook shares; model-level checks (e.g. pretrain_steps <
-    total_steps) happen when the configs are built (:meth:`Config.validate`)."""
-    positive = ("codebook_sizes", "codebook_size", "widths", "total_steps", "batch_size", "hidden", "latent_dim", "depth",
-                "input_dim", "n_train_per_class", "n_eval_per_class", "width", "kmeans_samples")
-    non_negative = ("seeds", "pretrain_steps", "kmeans_iters", "train_subset", "eval_subset")
-    values = value if isinstance(value, list) else [value]
-    if name in positive and any(not (isinstance(v, (int, float)) and v > 0) for v in values):
-        raise ValueError(f"parameter {name}={value!r} is out of range: must be > 0")
-    if name in non_negative and any(not (isinstance(v, (int, float)) and v >= 0) for v in values):
-        raise ValueError(f"parameter {name}={value!r} is out of range: must be >= 0")
-    if name in ("lr", "separation", "noise") and not value > 0:
-        raise ValueError(f"parameter {name}={value!r} is out of range: must be > 0")
-    if name == "device" and value not in ("cpu", "cuda", "auto"):
-        raise ValueError(f"parameter device={value!r} is not allowed: use 'cpu', 'cuda' or 'auto'")
+def meaning(name: str, found: dict) -> str:
+    """One line saying what a parameter is: the entry's ``help``, else the Config field's."""
+    if name in (found.get("help") or {}):
+        return found["help"][name]
+    if name in FIELDS:
+        return FIELDS[name].metadata.get("help", "")
+    return ""
 
 
-def notebook_parameters(notebook: str, namespace: dict, names_before: set) -> dict:
-    """Collect a notebook's parameters from its global ``namespace``.
+def annotation(value) -> str:
+    if isinstance(value, list):
+        return f"list[{type(value[0]).__name__}]" if value else "list"
+    if isinstance(value, dict):
+        return "dict"
+    return type(value).__name__
 
-    ``names_before`` is the set of global names just before the parameters cell; every
-    public name added since came from the parameters cell or from papermill's injected
-    cell. ``None`` means "from the profile"; any name the profile does not know is a
-    misspelling and fails here.
-    """
-    new = {k: v for k, v in namespace.items()
-           if k not in names_before and not k.startswith("_") and k not in ("In", "Out", "exit", "quit", "get_ipython")}
-    profile = new.pop("profile", "quick")
-    overrides = {k: v for k, v in new.items() if v is not None}
-    return resolve(notebook, profile, overrides)
+
+def parameters_cell(notebook: str, notebooks: Path | None = None) -> str:
+    """The source of the chapter's ``parameters`` cell, made from its profiles entry: one
+    line per parameter with its type, ``None`` ("from the profile") and, as the comment
+    papermill shows in ``--help-notebook``, its meaning and its value at the default
+    profile. ``python -m vqstudy parameters NOTEBOOK --write`` puts it in the notebook."""
+    found = entry(notebook, notebooks)
+    quick = resolve(notebook, DEFAULT_PROFILE, notebooks=notebooks)
+    swept = set(found.get("sweep") or [])
+    lines = ["# Parameters: None takes the value of `profile` in notebooks/profiles.yml; papermill overrides it.",
+             f'profile: str = "{DEFAULT_PROFILE}"  # {" | ".join(PROFILES)}: which profile fills the others']
+    for name in found["defaults"]:
+        value = quick[name]
+        shown = ", ".join(value) if isinstance(value, dict) else value
+        sweep = "swept: " if name in swept else ""
+        lines.append(f"{name}: {annotation(value)} = None  # {sweep}{meaning(name, found)}. "
+                     f"{DEFAULT_PROFILE}: {shown}")
+    return "\n".join(lines)

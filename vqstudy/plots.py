@@ -96,11 +96,29 @@ def reconstruction_grid(originals: torch.Tensor, reconstructions: dict, to_image
     return fig
 
 
-def summary_table(df: pd.DataFrame, by: str, metrics: list[str]) -> pd.DataFrame:
-    """Mean ± std over seeds per (``by``, regime), formatted for reading."""
-    g = df.groupby([by, "regime"])[metrics]
+def summary_table(df: pd.DataFrame, by, metrics: list[str]) -> pd.DataFrame:
+    """Mean ± std over seeds per (``by``, regime), formatted for reading; ``by`` is a
+    column or a list of columns."""
+    g = df.groupby(([by] if isinstance(by, str) else list(by)) + ["regime"])[metrics]
     mean, std = g.mean(), g.std().fillna(0.0)
     out = mean.astype(object)
     for metric in metrics:
         out[metric] = [f"{m:.4g} ± {s:.2g}" for m, s in zip(mean[metric], std[metric])]
     return out
+
+
+def training_curves(curves: pd.DataFrame, metrics: list[str], labels: dict | None = None,
+                    hue: str = "regime") -> plt.Figure:
+    """Metrics over training steps, one line per ``hue`` value (mean over seeds, band of
+    one standard deviation): where tokens die, and when. Autoencoder steps have no
+    codebook, so quantizer metrics start where quantization does."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.8 * len(metrics), 3.2), squeeze=False)
+    palette = REGIME_COLORS if hue == "regime" else None
+    for ax, metric in zip(axes[0], metrics):
+        data = curves.dropna(subset=[metric])
+        sns.lineplot(data=data, x="step", y=metric, hue=hue, palette=palette, errorbar="sd", ax=ax,
+                     legend=ax is axes[0, 0])
+        ax.set_ylabel((labels or {}).get(metric, metric))
+        ax.set_xlabel("training step")
+    fig.tight_layout()
+    return fig

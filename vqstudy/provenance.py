@@ -18,6 +18,7 @@ import torch
 
 import vqstudy
 from vqstudy.params import REPO_ROOT
+from vqstudy.training import resolve_device, torch_threads
 
 
 def kernel_started() -> float:
@@ -46,8 +47,7 @@ def git_commit(root=REPO_ROOT) -> str:
 
 def device_description(name: str = "cpu") -> str:
     """The device a run with ``device=name`` uses, resolved as training does ('auto')."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+    name = resolve_device(name).type
     if name == "cuda" and torch.cuda.is_available():
         return f"cuda ({torch.cuda.get_device_name(0)})"
     cpu = platform.processor() or platform.machine()
@@ -56,8 +56,8 @@ def device_description(name: str = "cpu") -> str:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    threads = torch.get_num_threads()
-    return f"cpu ({cpu}; {threads} thread{'s' if threads != 1 else ''} of {os.cpu_count()} cores)"
+    threads = torch_threads()
+    return f"cpu ({cpu}; {threads} torch thread{'s' if threads != 1 else ''} a run, {os.cpu_count()} cores)"
 
 
 def wall_time(seconds: float) -> str:
@@ -65,16 +65,19 @@ def wall_time(seconds: float) -> str:
     return f"{minutes} min {secs} s" if minutes else f"{seconds:.1f} s"
 
 
-def collect(P: dict, started: float | None = None) -> dict:
-    """The provenance of a notebook whose resolved parameters are ``P``."""
+def collect(P: dict, started: float | None = None, runs: list | None = None) -> dict:
+    """The provenance of a notebook whose resolved parameters are ``P`` and whose run
+    results are ``runs``."""
     started = kernel_started() if started is None else started
     parameters = {k: v for k, v in P.items() if k != "profile"}
     commit = git_commit()
     return {
         "profile": P.get("profile", ""),
-        "seeds": list(P.get("seeds", [])),
+        "seeds": list(P.get("seed", [])),
         "parameters": parameters,
         "wall_time_s": round(time.time() - started, 1),
+        "runs": len(runs or []),
+        "training_s": round(sum(r["seconds"] for r in runs or []), 1),
         "vqstudy": vqstudy.__version__ + (f" (git {commit})" if commit else ""),
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -89,7 +92,8 @@ def to_markdown(info: dict) -> str:
     seeds = ", ".join(map(str, info["seeds"])) or "none"
     return (
         f"**Provenance.** Executed {info['date']} at profile **{info['profile']}**, seeds {seeds}, "
-        f"in {wall_time(info['wall_time_s'])} of wall time (runs already in the run cache are not retrained) "
+        f"in {wall_time(info['wall_time_s'])} of wall time, reading {info['runs']} training runs from the run cache "
+        f"(they took {wall_time(info['training_s'])} to train, summed over runs) "
         f"on {info['device']}; "
         f"vqstudy {info['vqstudy']}, torch {info['torch']}, Python {info['python']}.\n\n"
         f"**Parameters used** (profile `{info['profile']}` of `notebooks/profiles.yml` with any overrides): "
@@ -97,9 +101,9 @@ def to_markdown(info: dict) -> str:
     )
 
 
-def show(P: dict, started: float | None = None) -> None:
+def show(P: dict, started: float | None = None, runs: list | None = None) -> None:
     """Display the provenance block: the last cell of a chapter, tagged ``remove-input``.
     Returns nothing, so the cell has no second (``Out[]``) output."""
     from IPython.display import Markdown, display
 
-    display(Markdown(to_markdown(collect(P, started))))
+    display(Markdown(to_markdown(collect(P, started, runs))))

@@ -1,22 +1,27 @@
-"""Execute the book's notebooks with papermill, then render the book with Jupyter Book.
+"""``python -m vqstudy book``: sweep, then narrate, then render.
 
-The table of contents (``_toc.yml``) is the list of notebooks: an entry
-``book/claims/NAME`` is executed from ``notebooks/NAME.ipynb`` at the chosen profile
-into ``book/claims/NAME.ipynb`` (a build product), with ``book/claims`` as working
-directory so that its verdict JSON lands beside it. Then the scorecard page is written
-from the verdicts (:mod:`vqstudy.scorecard`) and the book rendered
-(``execute_notebooks: off``) with Sphinx warnings as errors.
+The table of contents (``_toc.yml``) is the list of chapters: an entry ``book/claims/NAME``
+is the notebook ``notebooks/NAME.ipynb``. For each chapter, in book order:
 
-A notebook that fails is reported with its error; the others still run and keep their
+1. **sweep**: ``python -m vqstudy sweep notebooks/NAME.ipynb`` in its own process trains
+   every run the chapter needs into the run cache (progress bars on the terminal, Ctrl-C,
+   ``--scheduler``: the same command a user runs by hand);
+2. **narrate**: papermill executes the notebook, which now reads its runs from the cache,
+   into ``book/claims/NAME.ipynb`` (a build product), with ``book/claims`` as working
+   directory so that its verdict JSON lands beside it.
+
+Then the pages made from the verdicts (scorecard, the introduction's summary, the rule
+log: :mod:`vqstudy.scorecard`) are written and the book rendered (``execute_notebooks:
+off``) with Sphinx warnings as errors.
+
+A chapter that fails is reported with its error; the others still run and keep their
 results, the book is still rendered (the scorecard says which verdict is missing), and
 the command exits non-zero. Ctrl-C or SIGTERM stops at once, prints what finished, and
-exits 130: training runs that completed are in the run cache, so the next ``make book``
-resumes where this one stopped.
+exits 130: finished runs are in the run cache, so the same command resumes.
 """
 
 import contextlib
-import json
-import re
+import datetime
 import signal
 import subprocess
 import sys
@@ -26,39 +31,52 @@ from pathlib import Path
 
 import yaml
 
+from vqstudy import claims, scorecard
 from vqstudy.params import PROFILES, REPO_ROOT
 
 EXECUTED_DIR = Path("book") / "claims"
+# Pages of book/claims/ that are generated from the verdicts, not executed.
+GENERATED_PAGES = ("scorecard", "rule_log")
+SUMMARY = "summary.md"  # book/claims/summary.md, included by the introduction
 
 
-def toc_files(root: Path = REPO_ROOT) -> list[str]:
-    """Every ``file:`` of ``_toc.yml``, in book order."""
+def toc_parts(root: Path = REPO_ROOT) -> list[tuple[str, list[str]]]:
+    """``(caption, files)`` for each part of ``_toc.yml`` (one untitled part when the
+    book has chapters but no parts)."""
     toc = yaml.safe_load((root / "_toc.yml").read_text())
-    found = []
 
-    def walk(node):
+    def files(node) -> list[str]:
+        found = []
         if isinstance(node, dict):
             if "file" in node:
                 found.append(node["file"])
             for value in node.values():
-                walk(value)
+                found += files(value)
         elif isinstance(node, list):
             for item in node:
-                walk(item)
+                found += files(item)
+        return found
 
-    walk(toc.get("parts") or toc.get("chapters") or [])
-    return found
+    if toc.get("parts"):
+        return [(part.get("caption", ""), files(part.get("chapters", []))) for part in toc["parts"]]
+    return [("", files(toc.get("chapters", [])))]
 
 
-# Pages of book/claims/ that the runner writes itself rather than executes.
-GENERATED_PAGES = ("scorecard",)
+def toc_files(root: Path = REPO_ROOT) -> list[str]:
+    """Every ``file:`` of ``_toc.yml``, in book order."""
+    return [f for _, files in toc_parts(root) for f in files]
+
+
+def chapter_name(file: str) -> str | None:
+    """``NAME`` for a toc entry ``book/claims/NAME`` that is an executed chapter."""
+    prefix = EXECUTED_DIR.as_posix() + "/"
+    name = file[len(prefix):] if file.startswith(prefix) else None
+    return name if name not in GENERATED_PAGES else None
 
 
 def executed_notebooks(root: Path = REPO_ROOT) -> list[str]:
-    """Names of the notebooks the book shows as executed chapters."""
-    prefix = EXECUTED_DIR.as_posix() + "/"
-    return [f[len(prefix):] for f in toc_files(root)
-            if f.startswith(prefix) and f[len(prefix):] not in GENERATED_PAGES]
+    """Names of the notebooks the book shows as executed chapters, in book order."""
+    return [name for f in toc_files(root) if (name := chapter_name(f))]
 
 
 def copy_sources(destination: Path, root: Path = REPO_ROOT) -> Path:
@@ -78,15 +96,49 @@ def copy_sources(destination: Path, root: Path = REPO_ROOT) -> Path:
     return destination
 
 
-def read_verdict(name: str, root: Path = REPO_ROOT) -> dict | None:
-    path = root / EXECUTED_DIR / f"{name}.verdict.json"
-    return json.loads(path.read_text()) if path.exists() else None
+def sweep(name: str, profile: str, root: Path = REPO_ROOT, scheduler: str | None = None) -> int:
+    """Train the chapter's runs in a process of its own: ``python -m vqstudy sweep``."""
+    command = [sys.executable, "-m", "vqstudy", "sweep", str(root / "notebooks" / f"{name}.ipynb"),
+               "--profile", profile] + (["--scheduler", scheduler] if scheduler else [])
+    process = subprocess.Popen(command, cwd=root)
+    try:
+        return process.wait()
+    except BaseException:  # Ctrl-C reaches the sweep too; SIGTERM only us: stop it either way
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+        process.kill()
+        raise
+
+
+def private_kernel_manager():
+    """The kernel manager papermill uses: the kernel's channels are local (IPC) sockets
+    in the user's private Jupyter runtime folder instead of TCP ports on localhost, which
+    any local user could connect to."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class PrivateKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(**{**kwargs, "transport": "ipc"})
+
+    return PrivateKernelManager
+
+
+class QuietInputPath:
+    """papermill warns of every parameter the parameters cell does not list; the
+    notebook's path (papermill's own ``--inject-input-path``) is one on purpose."""
+
+    def filter(self, record) -> bool:
+        return "PAPERMILL_INPUT_PATH" not in record.getMessage()
 
 
 def execute(name: str, profile: str, root: Path = REPO_ROOT, parameters: dict | None = None) -> Path:
     """Run ``notebooks/NAME.ipynb`` with papermill at ``profile`` into the book folder."""
+    import logging
+
     import papermill
 
+    logging.getLogger("papermill").addFilter(QuietInputPath())
     source = root / "notebooks" / f"{name}.ipynb"
     if not source.exists():
         raise FileNotFoundError(f"_toc.yml lists {EXECUTED_DIR / name} but {source} does not exist")
@@ -94,24 +146,17 @@ def execute(name: str, profile: str, root: Path = REPO_ROOT, parameters: dict | 
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / f"{name}.ipynb"
     # A verdict left by an earlier build must not stand in for this one if it fails.
-    (out_dir / f"{name}.verdict.json").unlink(missing_ok=True)
+    claims.verdict_path(out_dir, name).unlink(missing_ok=True)
     try:
-        papermill.execute_notebook(str(source), str(output), parameters={"profile": profile, **(parameters or {})},
-                                   cwd=str(out_dir), kernel_name="python3", progress_bar=progress_bar(name))
-    except BaseException:  # a failed notebook is still rendered, with its error
+        papermill.execute_notebook(str(source), str(output), cwd=str(out_dir), kernel_name="python3",
+                                   parameters={"profile": profile, **(parameters or {}),
+                                               "PAPERMILL_INPUT_PATH": str(source)},
+                                   kernel_manager_class=private_kernel_manager(),
+                                   progress_bar={"desc": f"{name} (cells)", "unit": "cell", "leave": False})
+    finally:  # a failed notebook is still rendered, with its error
         with contextlib.suppress(Exception):
             hide_injected_parameters(output)
-        raise
-    hide_injected_parameters(output)
     return output
-
-
-def progress_bar(name: str) -> dict:
-    """papermill's bar of the notebook's cells, named after it and kept short: while a
-    cell trains, the notebook's own bars (runs, steps; on the terminal, from the kernel
-    process) draw over this line, and a short bar leaves no stale tail behind them."""
-    return {"desc": name, "unit": "cell",
-            "bar_format": "{desc} {bar:10} {n_fmt}/{total_fmt} cells"}
 
 
 def hide_injected_parameters(path: Path) -> None:
@@ -123,29 +168,7 @@ def hide_injected_parameters(path: Path) -> None:
         tags = cell.metadata.get("tags", [])
         if "injected-parameters" in tags and "remove-cell" not in tags:
             cell.metadata["tags"] = tags + ["remove-cell"]
-        if cell.cell_type == "code":
-            cell.outputs = without_progress_bars(cell.get("outputs", []))
     nbformat.write(nb, path)
-
-
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # tqdm moves the cursor up between bars
-PROGRESS_LINE = re.compile(r"\|.*\[\d+:\d+.*(it/s|s/it|\?it/s)")
-
-
-def without_progress_bars(outputs: list) -> list:
-    """The kernel forwards what the runs write to the terminal (tqdm bars on the
-    process's stderr) into the notebook as well; in the book they are noise. Lines of
-    progress bars are dropped from stderr streams, anything else (warnings) is kept."""
-    kept = []
-    for out in outputs:
-        if out.get("output_type") == "stream" and out.get("name") == "stderr":
-            lines = [line for line in re.split(r"[\r\n]", out.get("text", ""))
-                     if ANSI_ESCAPE.sub("", line).strip() and not PROGRESS_LINE.search(line)]
-            if not lines:
-                continue
-            out["text"] = "\n".join(lines) + "\n"
-        kept.append(out)
-    return kept
 
 
 def build_html(root: Path = REPO_ROOT) -> int:
@@ -155,12 +178,12 @@ def build_html(root: Path = REPO_ROOT) -> int:
     return subprocess.call(cmd, cwd=root)
 
 
-def verdict_line(verdict: dict | None) -> str:
-    if verdict is None:
+def verdict_line(verdicts: list[dict] | None) -> str:
+    if verdicts is None:
         return "no verdict recorded"
-    conditions = verdict["conditions"]
-    return (f"{'holds' if verdict['holds'] else 'DOES NOT HOLD'} "
-            f"({sum(c['holds'] for c in conditions)}/{len(conditions)} conditions)")
+    shown = [v for v in verdicts if v["role"] != "superseded"]
+    return "; ".join(f"{v['claim']} {'holds' if v['holds'] else 'DOES NOT HOLD'} "
+                     f"({sum(c['holds'] for c in v['conditions'])}/{len(v['conditions'])})" for v in shown)
 
 
 def error_line(exc: Exception) -> str:
@@ -168,22 +191,31 @@ def error_line(exc: Exception) -> str:
     return f"FAILED: {exc.__class__.__name__}: {text.splitlines()[-1] if text else ''}"
 
 
-def interrupted_in_kernel(exc: Exception) -> bool:
-    """Ctrl-C reaches the kernel too; papermill reports it as the cell's error."""
-    return getattr(exc, "ename", "") == "KeyboardInterrupt"
-
-
 def raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def build_book(profile: str = "quick", only: list[str] | None = None, build: bool = True,
-               root: Path = REPO_ROOT) -> int:
-    """Execute the toc's notebooks (or ``only`` those), write the scorecard, render.
+def write_pages(root: Path = REPO_ROOT) -> Path:
+    """The pages made from the recorded verdicts: scorecard, the introduction's summary,
+    the rule log. Returns the scorecard's path."""
+    folder = root / EXECUTED_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    sections = [(caption, [scorecard.Entry(name, claims.read(folder, name), (folder / f"{name}.ipynb").exists())
+                           for f in files if (name := chapter_name(f))])
+                for caption, files in toc_parts(root)]
+    sections = [(caption, chapters) for caption, chapters in sections if chapters]
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    (folder / SUMMARY).write_text(scorecard.summary(sections))
+    (folder / "rule_log.md").write_text(scorecard.rule_log(sections, claims.RULE_CHANGES))
+    path = folder / "scorecard.md"
+    path.write_text(scorecard.page(sections, date))
+    return path
 
-    Prints a header per notebook (papermill draws a bar of its cells, the notebook's
-    sweep a bar of its runs and of each run's steps) and a one-line summary per notebook
-    at the end: wall time and verdict."""
+
+def build_book(profile: str = "quick", only: list[str] | None = None, build: bool = True,
+               root: Path = REPO_ROOT, scheduler: str | None = None) -> int:
+    """Sweep and execute the toc's chapters (or ``only`` those), write the pages made
+    from their verdicts, render. Ends with one line per chapter: wall time and verdicts."""
     if profile not in PROFILES:
         print(f"error: --profile {profile!r} is not a profile; allowed: {', '.join(PROFILES)}", file=sys.stderr)
         return 2
@@ -200,18 +232,24 @@ def build_book(profile: str = "quick", only: list[str] | None = None, build: boo
     try:
         for i, name in enumerate(todo, 1):
             started = time.perf_counter()
-            print(f"== [{i}/{len(todo)}] executing notebooks/{name}.ipynb at profile {profile}", flush=True)
+            print(f"== [{i}/{len(todo)}] {name} at profile {profile}: sweep", flush=True)
+            swept = sweep(name, profile, root, scheduler)
+            if swept == 130:
+                raise KeyboardInterrupt
+            swept_at = time.perf_counter()
+            print(f"== [{i}/{len(todo)}] {name}: executing notebooks/{name}.ipynb", flush=True)
             try:
                 execute(name, profile, root)
-                status = verdict_line(read_verdict(name, root))
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # report, keep the other notebooks' results, go on
-                if interrupted_in_kernel(exc):
-                    raise KeyboardInterrupt from exc
+                status = verdict_line(claims.read(root / EXECUTED_DIR, name))
+            except Exception as exc:  # report, keep the other chapters' results, go on
                 failed.append(name)
                 status = error_line(exc)
-            summary.append(f"{name:<28} {time.perf_counter() - started:7.1f} s   {status}")
+            if swept != 0:
+                failed += [] if name in failed else [name]
+                status += f" (the sweep exited {swept})"
+            now = time.perf_counter()
+            summary.append(f"{name:<28} {now - started:7.1f} s (sweep {swept_at - started:.1f} s, "
+                           f"notebook {now - swept_at:.1f} s)   {status}")
             print(f"== {summary[-1]}", flush=True)
     except KeyboardInterrupt:
         print("\n== interrupted; finished so far:\n" + ("\n".join(summary) or "(none)"), file=sys.stderr)
@@ -222,14 +260,12 @@ def build_book(profile: str = "quick", only: list[str] | None = None, build: boo
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous_sigterm)
 
-    from vqstudy import scorecard
-
-    page = scorecard.write(root)
+    page = write_pages(root)
     print(f"\n== summary ({profile}, {time.perf_counter() - book_started:.0f} s; scorecard: {page.relative_to(root)})")
     print("\n".join(summary))
     code = 0
     if failed:
-        print(f"\n{len(failed)} notebook(s) failed: {failed}; executed copies with the error are in {EXECUTED_DIR}/",
+        print(f"\n{len(failed)} chapter(s) failed: {failed}; executed copies with the error are in {EXECUTED_DIR}/",
               file=sys.stderr)
         code = 1
     if build:

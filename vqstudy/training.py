@@ -1,4 +1,5 @@
-"""One config object and one ``train(config)`` for both regimes of STUDY.md.
+"""One config object and one ``train(config)`` for both regimes of the study's protocol
+(the book's *Protocol* page, ``book/protocol.md``).
 
 - ``baseline``: K-means on the *untrained* encoder's outputs gives the codebook, then
   the VQ-VAE trains for ``total_steps``.
@@ -9,117 +10,159 @@
 Same seed -> same initial weights and the same batches; same total number of AdamW
 steps in both regimes. Loss = reconstruction MSE + beta * commitment; the codebook
 follows the EMA update of :class:`~vqstudy.quantizer.VectorQuantizer`.
+
+Every field of :class:`Config` is also the name of the notebook parameter that sets it
+(``notebooks/profiles.yml``): one name per setting, from the profile to the run.
 """
 
-import copy
 import dataclasses
 import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from vqstudy import metrics
 from vqstudy.data import gaussian_mixture, split_per_class
-from vqstudy.models import MLPAutoencoder
+from vqstudy.models import ConvAutoencoder, MLPAutoencoder
 from vqstudy.quantizer import VectorQuantizer
 
 REGIMES = ("baseline", "pretrain")
 DATASETS = ("gaussian_mixture", "cifar10")
+MODELS = ("mlp", "conv")
+DEVICES = ("cpu", "cuda", "auto")
 
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the run is failed, never a result."""
 
 
+class InvalidConfig(ValueError):
+    """A config field has a value it cannot have; ``field`` names it."""
+
+    def __init__(self, name: str, value, allowed: str):
+        self.field, self.value, self.allowed = name, value, allowed
+        super().__init__(f"{name}={value!r} is invalid: must be {allowed}")
+
+
+def setting(default, help: str):
+    """A config field with its one-line meaning (shown by ``papermill --help-notebook``)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class Config:
-    regime: str = "baseline"
-    seed: int = 0
+    regime: str = setting("baseline", "baseline: K-means on the untrained encoder; pretrain: autoencoder first")
+    seed: int = setting(0, "random seed: initial weights, data (synthetic), batches, K-means")
     # data
-    data: str = "gaussian_mixture"
-    input_dim: int = 16            # gaussian_mixture only
-    n_classes: int = 10
-    n_train_per_class: int = 1000  # gaussian_mixture only
-    n_eval_per_class: int = 500    # gaussian_mixture only
-    separation: float = 8.0        # gaussian_mixture: norm of the class means
-    noise: float = 1.0             # gaussian_mixture: std of each class
-    train_subset: int = 0          # cifar10: use the first n training images (0 = all)
-    eval_subset: int = 0           # cifar10: use the first n test images (0 = all)
+    data: str = setting("gaussian_mixture", "gaussian_mixture (synthetic) or cifar10")
+    input_dim: int = setting(16, "dimensions of the synthetic inputs")
+    n_classes: int = setting(10, "classes of the synthetic mixture")
+    n_train_per_class: int = setting(1000, "synthetic training points per class")
+    n_eval_per_class: int = setting(500, "synthetic evaluation points per class")
+    separation: float = setting(8.0, "norm of the synthetic class means (noise std 1: larger is easier)")
+    noise: float = setting(1.0, "standard deviation of each synthetic class")
+    train_subset: int = setting(0, "CIFAR-10: train on the first n training images (0: all 50000)")
+    eval_subset: int = setting(0, "CIFAR-10: evaluate on the first n test images (0: all 10000)")
     # model
-    model: str = "mlp"
-    latent_dim: int = 2
-    hidden: int = 64               # encoder width (MLP) or channels (conv)
-    depth: int = 2                 # encoder hidden layers (MLP)
-    decoder_hidden: int = 64
+    model: str = setting("mlp", "mlp (synthetic data) or conv (CIFAR-10)")
+    latent_dim: int = setting(2, "dimension D of an embedding and of a token")
+    hidden: int = setting(64, "encoder width: hidden units a layer (mlp) or channels (conv)")
+    depth: int = setting(2, "hidden layers of the MLP encoder")
+    decoder_hidden: int = setting(64, "hidden units a layer of the MLP decoder")
     # quantizer
-    codebook_size: int = 64
-    beta: float = 0.25
-    decay: float = 0.99
-    kmeans_iters: int = 20
-    kmeans_samples: int = 10000    # embeddings sampled for the codebook's K-means
+    codebook_size: int = setting(64, "K, the number of tokens")
+    beta: float = setting(0.25, "weight of the commitment loss")
+    decay: float = setting(0.99, "EMA decay of the codebook update")
+    kmeans_iters: int = setting(20, "Lloyd iterations of the codebook's K-means (after k-means++ seeding)")
+    kmeans_samples: int = setting(10000, "encoder outputs sampled from the training set for the K-means")
     # optimisation
-    total_steps: int = 2000
-    pretrain_steps: int = 1000     # pretrain regime only
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
+    total_steps: int = setting(2000, "AdamW steps in all, in both regimes")
+    pretrain_steps: int = setting(1000, "of those, steps of the plain autoencoder (pretrain regime only)")
+    batch_size: int = setting(256, "training examples a step")
+    lr: float = setting(1e-3, "AdamW learning rate")
+    weight_decay: float = setting(1e-4, "AdamW weight decay")
     # what to keep for figures
-    keep_embeddings: int = 2000    # evaluation embeddings stored at VQ init and at the end
-    keep_reconstructions: int = 0  # reconstructions of the first n evaluation inputs, at the end (<= 512)
-    device: str = "cpu"            # "cpu", "cuda" or "auto"
+    keep_embeddings: int = setting(2000, "evaluation embeddings stored at VQ initialisation and at the end")
+    keep_reconstructions: int = setting(0, "reconstructions of the first n evaluation inputs kept (<= 512)")
+    curve_points: int = setting(20, "points of the training curves (0: none)")
+    curve_examples: int = setting(1000, "evaluation examples the training curves are measured on")
+    device: str = setting("cpu", "cpu, cuda, or auto (cuda when there is one)")
 
     def validate(self) -> "Config":
-        """Raise ``ValueError`` naming the first bad field, its value and what is allowed."""
-        def bad(field, allowed):
-            raise ValueError(f"Config.{field}={getattr(self, field)!r} is invalid: must be {allowed}")
+        """Raise :class:`InvalidConfig` naming the first bad field, its value and what is allowed."""
+        def bad(name, allowed):
+            raise InvalidConfig(name, getattr(self, name), allowed)
 
-        if self.regime not in REGIMES:
-            bad("regime", f"one of {REGIMES}")
-        if self.data not in DATASETS:
-            bad("data", f"one of {DATASETS}")
-        if self.model not in ("mlp", "conv"):
-            bad("model", "'mlp' or 'conv'")
-        if self.device not in ("cpu", "cuda", "auto"):
-            bad("device", "'cpu', 'cuda' or 'auto'")
-        for field in ("codebook_size", "latent_dim", "hidden", "depth", "decoder_hidden", "total_steps",
-                      "batch_size", "n_classes", "input_dim", "n_train_per_class", "n_eval_per_class",
-                      "kmeans_samples"):
-            value = getattr(self, field)
+        for name, allowed in (("regime", REGIMES), ("data", DATASETS), ("model", MODELS), ("device", DEVICES)):
+            if getattr(self, name) not in allowed:
+                bad(name, f"one of {list(allowed)}")
+        for name in ("codebook_size", "latent_dim", "hidden", "depth", "decoder_hidden", "total_steps",
+                     "batch_size", "n_classes", "input_dim", "n_train_per_class", "n_eval_per_class",
+                     "kmeans_samples", "curve_examples"):
+            value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                bad(field, "a positive integer")
+                bad(name, "a positive integer")
+        for name in ("seed", "kmeans_iters", "keep_embeddings", "train_subset", "eval_subset", "pretrain_steps",
+                     "curve_points"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                bad(name, "a non-negative integer")
         if not 0 <= self.keep_reconstructions <= 512:
             bad("keep_reconstructions", "an integer in 0..512")
-        for field in ("seed", "kmeans_iters", "keep_embeddings", "train_subset", "eval_subset", "pretrain_steps"):
-            value = getattr(self, field)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                bad(field, "a non-negative integer")
         if self.regime == "pretrain" and not 0 < self.pretrain_steps < self.total_steps:
             bad("pretrain_steps", f"between 1 and total_steps - 1 = {self.total_steps - 1} in the pretrain regime")
-        for field in ("lr", "separation", "noise"):
-            if not getattr(self, field) > 0:
-                bad(field, "a positive number")
+        for name in ("lr", "separation", "noise"):
+            if not getattr(self, name) > 0:
+                bad(name, "a positive number")
         if not 0 <= self.decay < 1:
             bad("decay", "in [0, 1)")
-        if not self.beta >= 0 or not self.weight_decay >= 0:
-            bad("beta" if not self.beta >= 0 else "weight_decay", "a non-negative number")
+        for name in ("beta", "weight_decay"):
+            if not getattr(self, name) >= 0:
+                bad(name, "a non-negative number")
+        if self.codebook_size > self.kmeans_points():
+            bad("codebook_size", f"at most the {self.kmeans_points()} encoder outputs its K-means is given "
+                                 "(kmeans_samples, and the training set's size)")
         return self
+
+    def kmeans_points(self) -> int:
+        """How many encoder outputs the codebook's K-means gets: ``kmeans_samples``, or
+        fewer when the training set has fewer examples times positions."""
+        if self.data == "cifar10":
+            examples = self.train_subset or 50_000
+        else:
+            examples = self.n_train_per_class * self.n_classes
+        return min(self.kmeans_samples, examples * positions_per_example(self))
 
     @classmethod
     def from_dict(cls, values: dict) -> "Config":
         """Build a config, rejecting names that are not fields (a typo must not pass)."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - fields)
+        unknown = sorted(set(values) - set(FIELDS))
         if unknown:
-            raise ValueError(f"unknown Config field(s) {unknown}; allowed: {sorted(fields)}")
+            raise ValueError(f"unknown Config field(s) {unknown}; allowed: {sorted(FIELDS)}")
         return cls(**values).validate()
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes).validate()
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def positions_per_example(cfg: Config) -> int:
+    """Embeddings per input: 1 for the MLP, the 8x8 latent grid for the conv model."""
+    return 64 if cfg.model == "conv" else 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """The one place a device name becomes a device: ``auto`` is a GPU when there is one."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 @dataclass
@@ -154,15 +197,7 @@ def load_data(cfg: Config) -> Data:
 def build_model(cfg: Config, data: Data) -> torch.nn.Module:
     if cfg.model == "mlp":
         return MLPAutoencoder(data.train_x.shape[1], cfg.latent_dim, cfg.hidden, cfg.depth, cfg.decoder_hidden)
-    from vqstudy.models import ConvAutoencoder
-
     return ConvAutoencoder(cfg.latent_dim, cfg.hidden)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def batches(n: int, batch_size: int, seed: int):
@@ -182,29 +217,29 @@ def labels_per_vector(y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def encode_all(model, data: Data, x: torch.Tensor, device, batch_size: int = 1024) -> torch.Tensor:
     """Encoder outputs of all of ``x`` as rows (N * positions, D)."""
-    outs = [model.encode(data.to_input(x[i:i + batch_size].to(device))).reshape(-1, model_latent_dim(model))
+    outs = [model.encode(data.to_input(x[i:i + batch_size].to(device)))
             for i in range(0, len(x), batch_size)]
-    return torch.cat(outs)
-
-
-def model_latent_dim(model) -> int:
-    return model.latent_dim if hasattr(model, "latent_dim") else model.encoder[-1].out_features
+    return torch.cat([o.reshape(-1, o.shape[-1]) for o in outs])
 
 
 @torch.no_grad()
-def evaluate(model, vq: VectorQuantizer, data: Data, cfg: Config, device, quantize: bool = True) -> dict:
-    """Metrics over the whole evaluation set, plus what the figures need: a fixed sample
-    of embeddings with their labels, the tokens and the token counts.
+def evaluate(model, vq: VectorQuantizer, data: Data, cfg: Config, device, quantize: bool = True,
+             n_examples: int | None = None, details: bool = True) -> dict:
+    """Metrics over the whole evaluation set (or its first ``n_examples``), plus what the
+    figures need: a fixed sample of embeddings with their labels, the tokens and the
+    token counts.
 
-    ``quantize=False`` measures the continuous autoencoder (MSE only)."""
+    ``quantize=False`` measures the continuous autoencoder (MSE only); ``details=False``
+    skips the separability probe and the snapshots (the training curves)."""
     model.eval()
     vq.eval()
+    eval_x, eval_y = data.eval_x[:n_examples], data.eval_y[:n_examples]
     sse, n_values, all_idx, all_labels, kept, kept_labels = 0.0, 0, [], [], [], []
     moments = torch.zeros(2, vq.dim, dtype=torch.float64)
     n_vectors = 0
-    for i in range(0, len(data.eval_x), 512):
-        x = data.to_input(data.eval_x[i:i + 512].to(device))
-        y = data.eval_y[i:i + 512]
+    for i in range(0, len(eval_x), 512):
+        x = data.to_input(eval_x[i:i + 512].to(device))
+        y = eval_y[i:i + 512]
         z = model.encode(x)
         z_q, idx, _ = vq(z) if quantize else (z, None, None)
         rec = model.decode(z_q)
@@ -215,25 +250,26 @@ def evaluate(model, vq: VectorQuantizer, data: Data, cfg: Config, device, quanti
         moments[1] += flat.pow(2).sum(0)
         n_vectors += len(flat)
         labels = labels_per_vector(y, z)
-        if i == 0 and cfg.keep_reconstructions:
+        if i == 0 and cfg.keep_reconstructions and details:
             reconstructions = rec[:cfg.keep_reconstructions].detach().cpu()
         if quantize:
             all_idx.append(idx.reshape(-1).cpu())
             all_labels.append(labels)
-        if sum(len(k) for k in kept) < cfg.keep_embeddings:
+        if details and sum(len(k) for k in kept) < cfg.keep_embeddings:
             kept.append(flat.float())
             kept_labels.append(labels)
     model.train()
     vq.train()
     embed_var = float((moments[1] - moments[0] ** 2 / n_vectors).sum() / (n_vectors - 1))
-    out = {"mse": sse / n_values, "embedding_variance": embed_var,
-           "embeddings": torch.cat(kept)[:cfg.keep_embeddings] if kept else torch.empty(0, vq.dim),
-           "labels": torch.cat(kept_labels)[:cfg.keep_embeddings] if kept else torch.empty(0, dtype=torch.long)}
-    if cfg.keep_reconstructions:
-        out["reconstructions"] = reconstructions
+    out = {"mse": sse / n_values, "embedding_variance": embed_var}
+    if details:
+        out["embeddings"] = torch.cat(kept)[:cfg.keep_embeddings] if kept else torch.empty(0, vq.dim)
+        out["labels"] = torch.cat(kept_labels)[:cfg.keep_embeddings] if kept else torch.empty(0, dtype=torch.long)
+        if cfg.keep_reconstructions:
+            out["reconstructions"] = reconstructions
     if not quantize:
         return out
-    if len(out["labels"]):  # separability of the continuous embeddings, on the kept sample
+    if details and len(out["labels"]):  # separability of the continuous embeddings, on the kept sample
         out.update(metrics.separability(out["embeddings"], out["labels"], seed=cfg.seed))
     idx, labels = torch.cat(all_idx), torch.cat(all_labels)
     counts = metrics.token_counts(idx, vq.num_tokens)
@@ -243,40 +279,26 @@ def evaluate(model, vq: VectorQuantizer, data: Data, cfg: Config, device, quanti
         "usage": metrics.usage(counts),
         "dead_tokens": metrics.dead_tokens(counts),
         "codebook_spread": metrics.covariance_trace(tokens) / embed_var,
-        **metrics.class_coverage(idx, labels, vq.num_tokens, cfg.n_classes),
         "tokens": tokens,
         "counts": counts,
     })
+    if details:
+        out.update(metrics.class_coverage(idx, labels, vq.num_tokens, cfg.n_classes))
     return out
 
 
 # Pretraining does not depend on K, the quantizer's settings or total_steps, so runs that
-# differ only in those share it: the pretrained weights, the optimizer's state and the
-# loss history are kept (a few, in this process) and restored; results are identical.
-_PRETRAINED: dict[str, dict] = {}
-_PRETRAINED_KEEP = 4
+# differ only in those can share it (``pretrained``: a store, see ``runs.PretrainedStore``).
+# (total_steps is not among them: the training curve's points during pretraining are
+# placed over the whole schedule.)
 NOT_IN_PRETRAINING = ("regime", "codebook_size", "beta", "decay", "kmeans_iters", "kmeans_samples",
-                      "keep_embeddings", "total_steps")
+                      "keep_embeddings", "keep_reconstructions")
 
 
 def pretrain_key(cfg: Config) -> str:
+    """What identifies a pretraining: every field it depends on (all but ``NOT_IN_PRETRAINING``)."""
     fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_PRETRAINING}
     return repr(sorted(fields.items()))
-
-
-def remember_pretrained(key: str, model, optimizer, history: dict) -> None:
-    _PRETRAINED[key] = {"model": copy.deepcopy(model.state_dict()),
-                        "optimizer": copy.deepcopy(optimizer.state_dict()),
-                        "history": copy.deepcopy(history)}
-    while len(_PRETRAINED) > _PRETRAINED_KEEP:
-        _PRETRAINED.pop(next(iter(_PRETRAINED)))
-
-
-def restore_pretrained(saved: dict, model, optimizer, history: dict) -> None:
-    model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(copy.deepcopy(saved["optimizer"]))
-    for name, values in saved["history"].items():
-        history[name].extend(values)
 
 
 def check_finite(loss: torch.Tensor, step: int, phase: str, cfg: Config) -> None:
@@ -291,26 +313,34 @@ def torch_threads() -> int:
     thread and 0.20 s on two while anything else ran (every multi-threaded op ends in a
     barrier that waits for a descheduled thread); the small MLPs of C1 and C2 are faster
     on one thread even on an idle machine. Parallelism comes from running several runs
-    at once (a Dask cluster), not from threads inside one."""
+    at once (``runs.run_all``'s worker processes), not from threads inside one."""
     value = os.environ.get("VQSTUDY_THREADS", "1")
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"VQSTUDY_THREADS={value!r} is invalid: must be a positive integer")
     return int(value)
 
 
-def train(cfg: Config, progress: bool = False) -> dict:
+def curve_steps(cfg: Config) -> set[int]:
+    """The steps after which a training-curve point is measured: ``curve_points`` evenly
+    spaced over the whole schedule, the last one at the end."""
+    n = min(cfg.curve_points, cfg.total_steps)
+    return {round(cfg.total_steps * (i + 1) / n) for i in range(n)} if n else set()
+
+
+def train(cfg: Config, progress: bool = False, pretrained=None) -> dict:
     """Train one VQ-VAE in ``cfg.regime``; return metrics on the evaluation set at VQ
-    initialisation and at the end, and the snapshots the figures draw."""
+    initialisation and at the end, the training curves, and the snapshots the figures
+    draw. ``pretrained``: an object with ``get(key)`` and ``put(key, state)`` that keeps
+    pretrainings for reuse by runs that differ only in K (results are identical)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(torch_threads())
     try:
-        return train_here(cfg, progress)
+        return train_here(cfg.validate(), progress, pretrained)
     finally:
         torch.set_num_threads(previous)
 
 
-def train_here(cfg: Config, progress: bool) -> dict:
-    cfg.validate()
+def train_here(cfg: Config, progress: bool, pretrained) -> dict:
     started = time.perf_counter()
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -320,24 +350,42 @@ def train_here(cfg: Config, progress: bool) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     stream = batches(len(data.train_x), cfg.batch_size, cfg.seed)
     pretrain_steps = cfg.pretrain_steps if cfg.regime == "pretrain" else 0
-    history = {"step": [], "loss": [], "phase": []}
-    bar = tqdm(total=cfg.total_steps, disable=not progress, leave=False, file=sys.__stderr__,
+    at_steps = curve_steps(cfg)
+    curves = {"step": [], "phase": [], "loss": [], "mse": [], "perplexity": [], "usage": [], "dead_tokens": []}
+    window = []  # training losses since the last curve point
+    bar = tqdm(total=cfg.total_steps, disable=not progress, leave=False, file=sys.stderr,
                desc=f"{cfg.regime} K={cfg.codebook_size} seed={cfg.seed}")
+
+    def curve_point(step: int, phase: str) -> None:
+        """Metrics on the first ``curve_examples`` evaluation examples, and the mean
+        training loss since the last point (none at the point where quantization starts)."""
+        m = evaluate(model, vq, data, cfg, device, quantize=phase == "vq", n_examples=cfg.curve_examples,
+                     details=False)
+        curves["step"].append(step)
+        curves["phase"].append(phase)
+        curves["loss"].append(sum(window) / len(window) if window else float("nan"))
+        curves["mse"].append(m["mse"])
+        for name in ("perplexity", "usage", "dead_tokens"):
+            curves[name].append(m.get(name, float("nan")))
+        window.clear()
 
     def step(loss, phase, i):
         check_finite(loss, i, phase, cfg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if i % 10 == 0:
-            history["step"].append(i)
-            history["loss"].append(float(loss.detach()))
-            history["phase"].append(phase)
+        window.append(float(loss.detach()))
+        if i + 1 in at_steps:
+            curve_point(i + 1, phase)
         bar.update(1)
 
     key = pretrain_key(cfg)
-    if pretrain_steps and key in _PRETRAINED:  # the same pretraining already ran in this process
-        restore_pretrained(_PRETRAINED[key], model, optimizer, history)
+    saved = pretrained.get(key) if pretrain_steps and pretrained is not None else None
+    if saved is not None:  # the same pretraining already ran: restore it, and skip its batches
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        for name, values in saved["curve"].items():
+            curves[name].extend(values)
         for _ in range(pretrain_steps):
             next(stream)  # the VQ phase then sees exactly the batches it would have seen
         bar.update(pretrain_steps)
@@ -345,8 +393,9 @@ def train_here(cfg: Config, progress: bool) -> dict:
         for i in range(pretrain_steps):  # plain autoencoder, no quantizer
             x = data.to_input(data.train_x[next(stream)].to(device))
             step(F.mse_loss(model.decode(model.encode(x)), x), "autoencoder", i)
-        if pretrain_steps:
-            remember_pretrained(key, model, optimizer, history)
+        if pretrain_steps and pretrained is not None:  # put() stores a copy at once
+            pretrained.put(key, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                 "curve": {k: list(v) for k, v in curves.items()}})
 
     continuous = evaluate(model, vq, data, cfg, device, quantize=False)
     sample = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(cfg.seed))
@@ -354,6 +403,9 @@ def train_here(cfg: Config, progress: bool) -> dict:
     vq.init_codebook(encode_all(model, data, sample_x, device)[:cfg.kmeans_samples], iters=cfg.kmeans_iters,
                      seed=cfg.seed, vectors_per_batch=cfg.batch_size * positions_per_example(cfg))
     at_init = evaluate(model, vq, data, cfg, device)
+    window.clear()  # losses of autoencoder steps after the last curve point do not belong to the VQ phase
+    if cfg.curve_points:
+        curve_point(pretrain_steps, "vq")  # the codebook as K-means left it
 
     for i in range(pretrain_steps, cfg.total_steps):
         x = data.to_input(data.train_x[next(stream)].to(device))
@@ -370,11 +422,6 @@ def train_here(cfg: Config, progress: bool) -> dict:
         "autoencoder_mse_at_vq_init": continuous["mse"],
         "init": {k: at_init[k] for k in ("embeddings", "labels", "tokens", "counts")},
         "final": {k: final[k] for k in ("embeddings", "labels", "tokens", "counts", "reconstructions") if k in final},
-        "history": history,
+        "curves": curves,
         "seconds": time.perf_counter() - started,
     }
-
-
-def positions_per_example(cfg: Config) -> int:
-    """Embeddings per input: 1 for the MLP, the 8x8 latent grid for the conv model."""
-    return 64 if cfg.model == "conv" else 1

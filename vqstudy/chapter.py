@@ -1,0 +1,151 @@
+"""What a chapter notebook calls: one object that knows the chapter's parameters, its
+runs and where its verdicts go, so that a notebook holds only what is unique to its claim.
+
+A chapter notebook reads, top to bottom::
+
+    ch = Chapter(globals())        # first code cell, before the parameters cell
+    # parameters cell (tagged `parameters`), papermill's injected cell after it
+    P = ch.parameters()            # profile + overrides, checked; every parameter glued
+    runs = ch.runs()               # the sweep's runs, from the run cache or trained now
+    ...figures from runs.table / runs.pick(...) / runs.curves, a claim check...
+    ch.publish(verdict)            # verdict JSON for the scorecard, glued numbers, a checklist
+    ch.provenance()                # last cell
+
+The chapter is named after its notebook file, which is how a copy of the template
+becomes a new chapter without an edit: ``python -m vqstudy book`` has papermill inject the
+notebook's path (``--inject-input-path``); Jupyter and VS Code say it themselves.
+"""
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from vqstudy import claims, params, provenance, runs as run_cache, sweeps
+
+# Names papermill injects besides the parameters (``--inject-paths``).
+PAPERMILL_NAMES = ("PAPERMILL_INPUT_PATH", "PAPERMILL_OUTPUT_PATH")
+
+
+def notebook_path(namespace: dict) -> Path:
+    """The executing notebook's file: papermill's injected input path, else what Jupyter
+    (``JPY_SESSION_NAME``) or VS Code (``__vsc_ipynb_file__``) say."""
+    found = (namespace.get("PAPERMILL_INPUT_PATH") or os.environ.get("JPY_SESSION_NAME")
+             or namespace.get("__vsc_ipynb_file__"))
+    if not found:
+        raise ValueError("cannot tell which chapter this notebook is: execute it with papermill's "
+                         "--inject-input-path (e.g. `papermill --inject-input-path notebooks/NAME.ipynb out.ipynb`; "
+                         "`python -m vqstudy book` does it) or open it in Jupyter")
+    path = Path(found)
+    if not path.is_absolute() and not path.exists():  # relative to where papermill ran, not the kernel's --cwd
+        path = params.REPO_ROOT / "notebooks" / path.name
+    return path
+
+
+def text(value) -> str:
+    """A parameter as prose: lists joined, variants by name."""
+    if isinstance(value, dict):
+        return ", ".join(map(str, value))
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+class RunSet:
+    """The runs of a sweep: ``table`` (one row per run: the swept parameters, every
+    scalar metric, seconds), ``pick`` and ``curves``."""
+
+    def __init__(self, points: list[dict], results: list[dict]):
+        self.points, self.results = points, results
+        rows = []
+        for point, r in zip(points, results):
+            row = dict(point)
+            row.update({k: v for k, v in r["metrics"].items() if not isinstance(v, (list, dict))})
+            row["autoencoder_mse"] = r["autoencoder_mse_at_vq_init"]
+            row["seconds"] = r["seconds"]
+            rows.append(row)
+        self.table = pd.DataFrame(rows)
+
+    def pick(self, by: str, **where) -> dict:
+        """``{value of by: result}`` among the runs whose swept parameters equal ``where``,
+        e.g. ``runs.pick("regime", codebook_size=1024, seed=0)``."""
+        found = {p[by]: r for p, r in zip(self.points, self.results)
+                 if all(p.get(k) == v for k, v in where.items())}
+        if not found:
+            raise KeyError(f"no run with {where}; swept values: "
+                           f"{ {k: sorted({p[k] for p in self.points}, key=str) for k in self.points[0]} }")
+        return found
+
+    @property
+    def curves(self) -> pd.DataFrame:
+        """The training curves of every run, long: the swept parameters, then step,
+        phase, loss, mse, perplexity, usage, dead_tokens."""
+        frames = []
+        for point, r in zip(self.points, self.results):
+            curve = pd.DataFrame(r["curves"])
+            for name, value in point.items():
+                curve[name] = value
+            frames.append(curve)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+class Chapter:
+    def __init__(self, namespace: dict):
+        """Call in the first code cell with ``globals()``: every name the parameters cell
+        and papermill's injected cell add after this is a parameter (or a misspelling)."""
+        self.namespace = namespace
+        self.names_before = set(namespace)
+        self.sweep = None
+        self.results = []
+
+    @property
+    def name(self) -> str:
+        return notebook_path(self.namespace).stem
+
+    def parameters(self) -> dict:
+        """The resolved parameters (profile merged with overrides, every value checked,
+        the sweep planned), each glued under its own name for the prose."""
+        from myst_nb import glue
+
+        new = {k: v for k, v in self.namespace.items()
+               if k not in self.names_before and not k.startswith("_") and k not in PAPERMILL_NAMES
+               and k not in ("In", "Out", "exit", "quit", "get_ipython") and v is not self}
+        profile = new.pop("profile", params.DEFAULT_PROFILE)
+        overrides = {k: v for k, v in new.items() if v is not None}
+        path = notebook_path(self.namespace)
+        self.sweep = sweeps.plan(path.stem, profile, overrides, notebooks=path.parent)
+        for key, value in self.sweep.params.items():
+            glue(key, text(value), display=False)
+            if isinstance(value, (list, dict)):
+                glue(f"n_{key}", str(len(value)), display=False)
+        glue("n_runs", str(len(self.sweep.configs)), display=False)
+        return self.sweep.params
+
+    def runs(self) -> RunSet:
+        """Every run of the sweep, from the run cache (``python -m vqstudy book`` trained
+        them before executing the notebook) or trained now."""
+        if self.sweep is None:
+            raise RuntimeError("call ch.parameters() before ch.runs()")
+        self.results = run_cache.run_all(self.sweep.configs, desc=f"{self.sweep.notebook} runs")
+        return RunSet(self.sweep.points, self.results)
+
+    def publish(self, *verdicts: "claims.Verdict") -> None:
+        """Record the verdicts (``NAME.verdict.json`` in the working directory, which the
+        scorecard reads), glue their outcomes and numbers (``<claim>_verdict``,
+        ``<claim>_<number>``, claim in lower case) and show each as a checklist."""
+        from IPython.display import Markdown, display
+        from myst_nb import glue
+
+        for v in verdicts:
+            v.profile, v.notebook = self.sweep.params["profile"], self.sweep.notebook
+        claims.record(list(verdicts), Path.cwd(), self.sweep.notebook)
+        for v in verdicts:
+            prefix = v.claim.lower()
+            glue(f"{prefix}_verdict", v.outcome, display=False)
+            for key, value in v.numbers.items():
+                glue(f"{prefix}_{key}", value, display=False)
+            display(Markdown(v.checklist()))
+
+    def provenance(self) -> None:
+        """The chapter's last cell: what produced it (see :mod:`vqstudy.provenance`)."""
+        provenance.show(self.sweep.params, runs=self.results)
