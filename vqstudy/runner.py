@@ -22,6 +22,8 @@ exits 130: finished runs are in the run cache, so the same command resumes.
 
 import contextlib
 import datetime
+import hashlib
+import json
 import signal
 import subprocess
 import sys
@@ -31,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from vqstudy import claims, scorecard
+from vqstudy import claims, params, scorecard
 from vqstudy.params import PROFILES, REPO_ROOT
 
 EXECUTED_DIR = Path("book") / "claims"
@@ -96,8 +98,21 @@ def copy_sources(destination: Path, root: Path = REPO_ROOT) -> Path:
     return destination
 
 
+def all_runs_cached(name: str, profile: str, root: Path = REPO_ROOT) -> bool:
+    """Whether every run of the chapter is in the run cache already (no sweep needed)."""
+    from vqstudy import runs, sweeps
+
+    try:
+        return all(runs.run_path(cfg).exists() for cfg in sweeps.plan(name, profile, notebooks=root / "notebooks").configs)
+    except ValueError:  # a bad profile entry: the sweep reports it
+        return False
+
+
 def sweep(name: str, profile: str, root: Path = REPO_ROOT, scheduler: str | None = None) -> int:
     """Train the chapter's runs in a process of its own: ``python -m vqstudy sweep``."""
+    if all_runs_cached(name, profile, root):
+        print(f"{name} at {profile}: every run is in the run cache", flush=True)
+        return 0
     command = [sys.executable, "-m", "vqstudy", "sweep", str(root / "notebooks" / f"{name}.ipynb"),
                "--profile", profile] + (["--scheduler", scheduler] if scheduler else [])
     process = subprocess.Popen(command, cwd=root)
@@ -147,20 +162,23 @@ def execute(name: str, profile: str, root: Path = REPO_ROOT, parameters: dict | 
     output = out_dir / f"{name}.ipynb"
     # A verdict left by an earlier build must not stand in for this one if it fails.
     claims.verdict_path(out_dir, name).unlink(missing_ok=True)
+    done = None
     try:
         papermill.execute_notebook(str(source), str(output), cwd=str(out_dir), kernel_name="python3",
                                    parameters={"profile": profile, **(parameters or {}),
                                                "PAPERMILL_INPUT_PATH": str(source)},
                                    kernel_manager_class=private_kernel_manager(),
                                    progress_bar={"desc": f"{name} (cells)", "unit": "cell", "leave": False})
+        done = fingerprint(name, profile, root) if not parameters else None
     finally:  # a failed notebook is still rendered, with its error
         with contextlib.suppress(Exception):
-            hide_injected_parameters(output)
+            hide_injected_parameters(output, done)
     return output
 
 
-def hide_injected_parameters(path: Path) -> None:
-    """papermill's injected cell is for the machine; the chapter shows parameters itself."""
+def hide_injected_parameters(path: Path, fingerprint: str | None = None) -> None:
+    """papermill's injected cell is for the machine; the chapter shows parameters itself.
+    ``fingerprint`` (of a successful execution) is kept in the notebook's metadata."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
@@ -168,7 +186,38 @@ def hide_injected_parameters(path: Path) -> None:
         tags = cell.metadata.get("tags", [])
         if "injected-parameters" in tags and "remove-cell" not in tags:
             cell.metadata["tags"] = tags + ["remove-cell"]
+    if fingerprint:
+        nb.metadata["vqstudy"] = {"fingerprint": fingerprint}
     nbformat.write(nb, path)
+
+
+def fingerprint(name: str, profile: str, root: Path = REPO_ROOT) -> str:
+    """Everything an executed chapter depends on: its notebook, its profiles entry, the
+    profile, and all of vqstudy (the runs' code, and the figures' and checks'). Equal
+    fingerprints: executing it again would give the same chapter."""
+    h = hashlib.sha256()
+    notebooks = root / "notebooks"
+    h.update((notebooks / f"{name}.ipynb").read_bytes())
+    h.update(json.dumps(params.entry(name, notebooks), sort_keys=True, default=str).encode())
+    h.update(profile.encode())
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+def up_to_date(name: str, profile: str, root: Path = REPO_ROOT) -> bool:
+    """Whether ``book/claims/NAME.ipynb`` was executed successfully from exactly these
+    sources (then neither its sweep nor its notebook needs to run again)."""
+    import nbformat
+
+    executed = root / EXECUTED_DIR / f"{name}.ipynb"
+    if not executed.exists() or not claims.verdict_path(executed.parent, name).exists():
+        return False
+    try:
+        recorded = nbformat.read(executed, as_version=4).metadata.get("vqstudy", {}).get("fingerprint")
+    except Exception:
+        return False
+    return recorded == fingerprint(name, profile, root)
 
 
 def build_html(root: Path = REPO_ROOT) -> int:
@@ -232,6 +281,10 @@ def build_book(profile: str = "quick", only: list[str] | None = None, build: boo
     try:
         for i, name in enumerate(todo, 1):
             started = time.perf_counter()
+            if up_to_date(name, profile, root):
+                summary.append(f"{name:<28} up to date    {verdict_line(claims.read(root / EXECUTED_DIR, name))}")
+                print(f"== [{i}/{len(todo)}] {summary[-1]}", flush=True)
+                continue
             print(f"== [{i}/{len(todo)}] {name} at profile {profile}: sweep", flush=True)
             swept = sweep(name, profile, root, scheduler)
             if swept == 130:
