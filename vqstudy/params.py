@@ -97,10 +97,18 @@ def resolve(notebook: str, profile: str = DEFAULT_PROFILE, overrides: dict | Non
 def meaning(name: str, found: dict) -> str:
     """One line saying what a parameter is: the entry's ``help``, else the Config field's."""
     if name in (found.get("help") or {}):
-        return found["help"][name]
+        return without_equals(found["help"][name])
     if name in FIELDS:
-        return FIELDS[name].metadata.get("help", "")
+        return without_equals(FIELDS[name].metadata.get("help", ""))
     return ""
+
+
+def without_equals(text: str) -> str:
+    """papermill skips a parameters-cell line with a second ``=`` (its comment's too), so
+    ``--help-notebook`` would not list that parameter: comparisons become symbols."""
+    for ascii_, symbol in (("<=", "≤"), (">=", "≥"), ("!=", "≠"), ("=", "＝")):
+        text = text.replace(ascii_, symbol)
+    return text
 
 
 def annotation(value) -> str:

@@ -70,15 +70,20 @@ def plan(notebook: str, profile: str = params.DEFAULT_PROFILE, overrides: dict |
         try:
             configs.append(Config(**fields).validate())
         except InvalidConfig as exc:
-            raise ValueError(out_of_range(exc, P, axes)) from None
+            raise ValueError(out_of_range(exc, P, axes, point)) from None
         points.append(point)
     return Sweep(notebook, P, axes, points, configs)
 
 
-def out_of_range(exc: InvalidConfig, P: dict, axes: list[str]) -> str:
+def out_of_range(exc: InvalidConfig, P: dict, axes: list[str], point: dict | None = None) -> str:
     """The message for a value :meth:`Config.validate` refused, naming the parameter as
-    the user set it (a swept list names the bad element; a variant names itself)."""
+    the user set it (a swept list names the bad element; a variant names itself, even
+    when it overrides a parameter of the same name)."""
     name = exc.field
+    for axis, value in (point or {}).items():
+        if isinstance(P[axis], dict) and name in P[axis][value]:
+            return (f"parameter {axis}: variant {value!r} sets {name}={exc.value!r}, which is out of range: "
+                    f"must be {exc.allowed}")
     if name in P and isinstance(P[name], list):
         return f"parameter {name}={P[name]!r} is out of range: {exc.value!r} is not allowed, must be {exc.allowed}"
     if name in P:
