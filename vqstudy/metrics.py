@@ -97,3 +97,60 @@ def separability(embeddings: torch.Tensor, labels: torch.Tensor, seed: int = 0) 
     out["probe_accuracy"] = float(probe.score(scaler.transform(x_test), y_test))
     out["silhouette"] = float(silhouette_score(x, y)) if x.std(0).sum() > 0 else -1.0
     return out
+
+
+# --- One vector per example, and linear probes on it (chapters cifar10_capacity and
+# token_probe): what a linear classifier can read about the class from each representation.
+
+def pool_positions(z: torch.Tensor) -> torch.Tensor:
+    """One vector per example: the mean of its latents over its positions (the conv
+    model's 8x8 grid, ``(N, 8, 8, D)``); a per-example ``(N, D)`` is returned unchanged.
+    An image's class belongs to the whole image, not to one patch, so the per-image
+    probes read the mean."""
+    return z.reshape(z.shape[0], -1, z.shape[-1]).mean(1)
+
+
+def bag_of_tokens(indices: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """Token ids ``(N, positions...)`` -> ``(N, K)`` counts of each token in each example:
+    the discrete representation with the positions forgotten. With one position per
+    example (the MLP) a row is the one-hot token id."""
+    idx = indices.reshape(indices.shape[0], -1).long()
+    if idx.numel() and not (0 <= int(idx.min()) and int(idx.max()) < num_tokens):
+        raise ValueError(f"token ids must be in 0..{num_tokens - 1} (num_tokens={num_tokens}), "
+                         f"got ids from {int(idx.min())} to {int(idx.max())}")
+    bag = torch.zeros(idx.shape[0], num_tokens, dtype=torch.float64)
+    return bag.scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))
+
+
+def linear_probe(features: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> float:
+    """Held-out accuracy of a linear classifier of ``labels`` from ``features`` (N, F):
+    the probe of :func:`separability` (standardised features, logistic regression fitted
+    on a stratified half, scored on the other half, the same split for the same seed),
+    so that accuracies on embeddings, token vectors and token ids compare. NaN when there
+    is nothing to tell apart (one class, or fewer than 20 examples)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    if len(features) != len(labels):
+        raise ValueError(f"features has {len(features)} rows but labels has {len(labels)}: one label per row")
+    x, y = features.reshape(len(features), -1).double().numpy(), labels.numpy()
+    if len(set(y.tolist())) < 2 or len(y) < 20:
+        return float("nan")
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.5, random_state=seed, stratify=y)
+    scaler = StandardScaler().fit(x_train)
+    probe = LogisticRegression(max_iter=2000).fit(scaler.transform(x_train), y_train)
+    return float(probe.score(scaler.transform(x_test), y_test))
+
+
+def token_probes(embeddings: torch.Tensor, quantized: torch.Tensor, indices: torch.Tensor, labels: torch.Tensor,
+                 num_tokens: int, seed: int = 0) -> dict:
+    """The same linear probe of the class on three representations of each example:
+    ``probe_token_accuracy`` on its bag of tokens (the one-hot token id when an example
+    has one position), ``probe_quantized_accuracy`` on its token vectors and
+    ``probe_embedding_accuracy`` on its continuous embeddings (both averaged over the
+    positions). ``embeddings``, ``quantized``: ``(N, ..., D)``; ``indices``: ``(N, ...)``.
+    A gap between the last and the first is class information quantization lost."""
+    return {"probe_token_accuracy": linear_probe(bag_of_tokens(indices, num_tokens), labels, seed),
+            "probe_quantized_accuracy": linear_probe(pool_positions(quantized), labels, seed),
+            "probe_embedding_accuracy": linear_probe(pool_positions(embeddings), labels, seed)}
