@@ -198,7 +198,8 @@ def fingerprint(name: str, profile: str, root: Path = REPO_ROOT) -> str:
     h = hashlib.sha256()
     notebooks = root / "notebooks"
     h.update((notebooks / f"{name}.ipynb").read_bytes())
-    h.update(json.dumps(params.entry(name, notebooks), sort_keys=True, default=str).encode())
+    with contextlib.suppress(ValueError, OSError):  # a notebook without a profiles entry has no parameters
+        h.update(json.dumps(params.entry(name, notebooks), sort_keys=True, default=str).encode())
     h.update(profile.encode())
     for path in sorted(Path(__file__).parent.glob("*.py")):
         h.update(path.name.encode() + path.read_bytes())

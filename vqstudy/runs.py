@@ -18,6 +18,7 @@ start once it is stored.
 
 import ast
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -61,10 +62,12 @@ def imported_modules(name: str, seen: set | None = None) -> set:
     return seen
 
 
+@functools.cache
 def code_version() -> str:
     """A hash of all code that computes a run: ``training.py`` and every vqstudy module
     it imports, found by reading the imports (a module added later is covered as soon as
-    the training code imports it); prose, figures and notebooks are not part of it."""
+    the training code imports it); prose, figures and notebooks are not part of it.
+    Read once per process: the code a process runs is the code it imported."""
     h = hashlib.sha256()
     for name in sorted(imported_modules(ENTRY_POINT)):
         h.update(name.encode() + (PACKAGE / f"{name}.py").read_bytes())
@@ -104,7 +107,13 @@ def describe(cfg: Config) -> str:
 
 def read_blob(path: Path):
     """The object stored at ``path`` after checking its header and checksum; raises
-    ``ValueError`` saying what is wrong, ``FileNotFoundError`` when there is none."""
+    ``ValueError`` saying what is wrong, ``FileNotFoundError`` when there is none.
+
+    The checksum only catches accidents: anyone who can write to the run cache can
+    compute it. What makes reading a shared cache safe is that the payload is read as
+    data: ``torch.load(weights_only=True)`` unpickles tensors, numbers, strings, lists,
+    tuples and dicts only, and refuses anything else (an object whose unpickling would
+    run code) with an error, so such a file is treated as corrupt."""
     blob = path.read_bytes()
     header, _, payload = blob.partition(b"\n")
     tag, _, digest = header.partition(b" ")
@@ -112,7 +121,10 @@ def read_blob(path: Path):
         raise ValueError("no run-file header (truncated, or written by an older vqstudy)")
     if hashlib.sha256(payload).hexdigest().encode() != digest:
         raise ValueError("checksum mismatch (truncated or altered)")
-    return torch.load(io.BytesIO(payload), weights_only=False)
+    try:
+        return torch.load(io.BytesIO(payload), weights_only=True)
+    except Exception as exc:  # pickle.UnpicklingError: something other than plain data
+        raise ValueError(f"holds something other than plain data, refused unread ({str(exc).splitlines()[0]})")
 
 
 def write_blob(obj, path: Path) -> None:

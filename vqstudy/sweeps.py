@@ -72,7 +72,40 @@ def plan(notebook: str, profile: str = params.DEFAULT_PROFILE, overrides: dict |
         except InvalidConfig as exc:
             raise ValueError(out_of_range(exc, P, axes, point)) from None
         points.append(point)
+    check_memory(configs, P)
     return Sweep(notebook, P, axes, points, configs)
+
+
+def available_memory() -> int | None:
+    """Bytes this machine can still give (``MemAvailable``), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def check_memory(configs: list[Config], P: dict) -> None:
+    """Refuse a sweep whose largest run cannot fit in this machine's available memory,
+    before anything is allocated, naming the parameter that makes it large."""
+    available = available_memory()
+    if available is None or not configs:
+        return
+    needs = [(sum(cfg.memory_estimate().values()), cfg) for cfg in configs if cfg.device == "cpu"]
+    if not needs:
+        return
+    total, cfg = max(needs, key=lambda pair: pair[0])
+    if total <= available:
+        return
+    parts = cfg.memory_estimate()
+    culprit = max(parts, key=parts.get)
+    name = {"codebook": "codebook_size", "kmeans_samples": "kmeans_samples",
+            "data": "train_subset" if cfg.data == "cifar10" else "n_train_per_class"}[culprit]
+    shown = f"{name}={P[name]!r}" if name in P else f"{name}={getattr(cfg, name)!r}"
+    raise ValueError(f"parameter {shown} is too large for this machine: the sweep's largest run "
+                     f"({name}={getattr(cfg, name)}) needs about {total / 2**30:.1f} GiB "
+                     f"({', '.join(f'{k} {v / 2**30:.1f} GiB' for k, v in parts.items())}), "
+                     f"and {available / 2**30:.1f} GiB is available")
 
 
 def out_of_range(exc: InvalidConfig, P: dict, axes: list[str], point: dict | None = None) -> str:
