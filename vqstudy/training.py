@@ -138,6 +138,21 @@ class Config:
             examples = self.n_train_per_class * self.n_classes
         return min(self.kmeans_samples, examples * positions_per_example(self))
 
+    def memory_estimate(self) -> dict:
+        """Bytes the run's largest allocations need, by what needs them: the codebook (the
+        tokens, their EMA sums, the search's reordered copy, the K-means centres, and
+        per-token counts including the K x classes table of class coverage), the K-means
+        sample, and the data set held in memory. Torch itself and the models (a few
+        hundred MB) are not counted."""
+        k, d = self.codebook_size, self.latent_dim
+        if self.data == "cifar10":
+            data = (self.train_subset or 50_000) * 3072 + (self.eval_subset or 10_000) * 3072
+        else:
+            data = (self.n_train_per_class + self.n_eval_per_class) * self.n_classes * self.input_dim * 4 * 2
+        return {"codebook": k * d * 4 * 4 + k * 8 * (self.n_classes + 3),
+                "kmeans_samples": self.kmeans_points() * d * 4 * 3,
+                "data": data}
+
     @classmethod
     def from_dict(cls, values: dict) -> "Config":
         """Build a config, rejecting names that are not fields (a typo must not pass)."""
