@@ -1,13 +1,16 @@
+import copy
 import dataclasses
+import json
+import math
 
 import pytest
 import torch
 
 from vqstudy.data import gaussian_mixture, split_per_class
-from vqstudy.training import Config, train
+from vqstudy.training import Config, pretrain_key, train
 
 TINY = dict(n_train_per_class=60, n_eval_per_class=20, total_steps=80, pretrain_steps=40, batch_size=64,
-            codebook_size=16, kmeans_iters=5, keep_embeddings=100)
+            codebook_size=16, kmeans_iters=5, keep_embeddings=100, curve_points=4, curve_examples=100)
 
 
 def test_gaussian_mixture_is_seeded_balanced_and_separated():
@@ -22,37 +25,81 @@ def test_gaussian_mixture_is_seeded_balanced_and_separated():
 
 
 @pytest.mark.parametrize("regime", ["baseline", "pretrain"])
-def test_both_regimes_run_end_to_end(regime):
+def test_both_regimes_run_end_to_end_and_return_what_the_chapters_read(regime):
     r = train(Config(regime=regime, **TINY))
+    assert {"config", "metrics", "init_metrics", "autoencoder_mse_at_vq_init", "init", "final", "curves",
+            "seconds"} <= set(r)
+    assert r["config"] == dataclasses.asdict(Config(regime=regime, **TINY))
     m = r["metrics"]
     assert 1.0 <= m["perplexity"] <= 16 and 0 < m["usage"] <= 1
     assert m["dead_tokens"] == round(16 * (1 - m["usage"]))
     assert r["final"]["tokens"].shape == (16, 2) and r["init"]["embeddings"].shape == (100, 2)
     assert int(r["final"]["counts"].sum()) == 200  # every evaluation embedding counted once
-    phases = r["history"]["phase"]
-    assert phases.count("vq") + phases.count("autoencoder") == len(range(0, 80, 10))
+    assert set(r["curves"]) == {"step", "phase", "loss", "mse", "perplexity", "usage", "dead_tokens"}
+    assert len({len(v) for v in r["curves"].values()}) == 1  # one value of each per point
+
+
+def test_curves_cover_the_schedule_with_the_phases_of_each_regime():
+    base = train(Config(regime="baseline", **TINY))["curves"]
+    pre = train(Config(regime="pretrain", **TINY))["curves"]
+    # points after steps 20, 40, 60, 80, plus one where quantization starts (the codebook as K-means left it)
+    assert base["step"] == [0, 20, 40, 60, 80] and base["phase"] == ["vq"] * 5
+    assert pre["step"] == [20, 40, 40, 60, 80] and pre["phase"] == ["autoencoder"] * 2 + ["vq"] * 3
+    assert math.isnan(base["loss"][0]) and math.isnan(pre["loss"][2])  # no training loss yet at that point
+    assert all(math.isnan(p) for p in pre["perplexity"][:2])  # no codebook while the autoencoder pretrains
+    assert all(not math.isnan(v) for v in pre["mse"]) and all(1 <= p <= 16 for p in base["perplexity"])
+    assert pre["mse"][1] < base["mse"][2]  # at step 40 the pretrained autoencoder reconstructs better
+    none = train(Config(regime="baseline", **{**TINY, "curve_points": 0}))["curves"]
+    assert none["step"] == []
 
 
 def test_pretrain_really_trains_the_autoencoder_before_quantizing():
     longer = {**TINY, "total_steps": 300, "pretrain_steps": 200}
     base = train(Config(regime="baseline", **longer))
     pre = train(Config(regime="pretrain", **longer))
-    # before quantization starts, pretrain's continuous autoencoder is much better ...
+    # before quantization starts, pretrain's continuous autoencoder is much better
     assert pre["autoencoder_mse_at_vq_init"] < 0.5 * base["autoencoder_mse_at_vq_init"]
-    # ... its first 200 steps are autoencoder steps, and both regimes take 300 steps in all
-    assert pre["history"]["phase"] == ["autoencoder"] * 20 + ["vq"] * 10
-    assert base["history"]["phase"] == ["vq"] * 30
-    assert pre["history"]["step"] == base["history"]["step"] == list(range(0, 300, 10))
 
 
 def test_same_seed_same_initial_weights_and_identical_metrics():
     a = train(Config(regime="baseline", **TINY))
     b = train(Config(regime="baseline", **TINY))
-    assert a["metrics"] == b["metrics"]
-    pre = train(Config(regime="pretrain", **TINY))
-    # baseline's codebook comes from the untrained encoder: same seed -> same weights;
-    # pretrain's initial embeddings differ because the encoder has trained
-    assert not torch.equal(pre["init"]["embeddings"], a["init"]["embeddings"])
+    assert a["metrics"] == b["metrics"] and torch.equal(a["final"]["tokens"], b["final"]["tokens"])
+    c = train(Config(regime="baseline", **{**TINY, "seed": 1}))
+    assert not torch.equal(a["final"]["tokens"], c["final"]["tokens"])
+
+
+class MemoryStore:
+    """What train asks of ``pretrained``: get(key) -> state or None, put(key, state)."""
+
+    def __init__(self):
+        self.states, self.gets, self.puts = {}, [], []
+
+    def get(self, key):
+        self.gets.append(key)
+        return copy.deepcopy(self.states.get(key))
+
+    def put(self, key, state):
+        self.puts.append(key)
+        self.states[key] = copy.deepcopy(state)
+
+
+def test_a_shared_pretraining_gives_the_results_of_an_unshared_one():
+    store = MemoryStore()
+    cfg = Config(regime="pretrain", **TINY)
+    first = train(cfg, pretrained=store)
+    assert store.puts == [pretrain_key(cfg)] and store.gets == [pretrain_key(cfg)]
+    other_k = cfg.replace(codebook_size=8)
+    assert pretrain_key(other_k) == pretrain_key(cfg) != pretrain_key(cfg.replace(hidden=32))
+    shared = train(other_k, pretrained=store)  # restored, not trained: no second put
+    assert store.puts == [pretrain_key(cfg)]
+    alone = train(other_k)
+    assert json.dumps(shared["metrics"]) == json.dumps(alone["metrics"])
+    assert json.dumps(shared["curves"]) == json.dumps(alone["curves"])  # pretraining's curve points included
+    assert torch.equal(shared["final"]["tokens"], alone["final"]["tokens"])
+    assert first["curves"]["step"][:2] == shared["curves"]["step"][:2]
+    baseline = train(cfg.replace(regime="baseline"), pretrained=store)  # nothing to pretrain, nothing asked
+    assert len(store.gets) == 2 and baseline["curves"]["phase"][0] == "vq"
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -60,6 +107,8 @@ def test_same_seed_same_initial_weights_and_identical_metrics():
     ("regime", "warmup", "regime='warmup'"),
     ("total_steps", -5, "total_steps=-5"),
     ("hidden", 0, "hidden=0"),
+    ("decay", 1.0, "decay=1.0"),
+    ("keep_reconstructions", 513, "keep_reconstructions=513"),
 ])
 def test_bad_config_value_names_the_field(field, value, message):
     with pytest.raises(ValueError, match=message):
@@ -69,26 +118,13 @@ def test_bad_config_value_names_the_field(field, value, message):
 
 
 def test_pretrain_steps_must_leave_room_for_quantized_training():
-    with pytest.raises(ValueError, match="pretrain_steps=80"):
+    with pytest.raises(ValueError, match=r"pretrain_steps=80 is invalid: must be between 1 and total_steps - 1 = 79"):
         Config(regime="pretrain", total_steps=80, pretrain_steps=80).validate()
 
 
-def test_from_dict_rejects_unknown_fields():
-    fields = {f.name for f in dataclasses.fields(Config)}
-    assert "codebook_size" in fields
-    with pytest.raises(ValueError, match="codebok_size"):
+def test_every_setting_has_a_one_line_meaning_and_from_dict_rejects_unknown_fields():
+    for f in dataclasses.fields(Config):
+        assert f.metadata.get("help") and "\n" not in f.metadata["help"], f.name
+    assert Config.from_dict({"codebook_size": 8}).codebook_size == 8
+    with pytest.raises(ValueError, match="unknown Config field.*codebok_size"):
         Config.from_dict({"codebok_size": 8})
-
-
-def test_shared_pretraining_gives_identical_results():
-    from vqstudy import training
-
-    training._PRETRAINED.clear()
-    cfg = Config(regime="pretrain", **TINY)
-    fresh = train(cfg)
-    assert len(training._PRETRAINED) == 1
-    reused = train(cfg)  # pretraining restored from memory, not recomputed
-    assert reused["metrics"] == fresh["metrics"] and reused["history"] == fresh["history"]
-    other_k = train(cfg.replace(codebook_size=8))  # a different K shares the same pretraining
-    training._PRETRAINED.clear()
-    assert other_k["metrics"] == train(cfg.replace(codebook_size=8))["metrics"]
