@@ -25,12 +25,6 @@ TINY = dict(n_train_per_class=60, n_eval_per_class=20, total_steps=80, pretrain_
 CONFIGS = [Config(regime=r, seed=s, **TINY) for r in ("baseline", "pretrain") for s in (0, 1)]
 
 
-@pytest.fixture(autouse=True)
-def no_scheduler_from_the_environment(monkeypatch):
-    """A developer's own $VQSTUDY_SCHEDULER must not send these tests' runs to their cluster."""
-    monkeypatch.delenv(runs.SCHEDULER_ENV, raising=False)
-
-
 @pytest.fixture(scope="module")
 def cluster():
     with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
@@ -62,19 +56,17 @@ def keys(configs):
 
 
 def test_cluster_sweep_gives_the_in_process_metrics_and_fills_the_cache(cluster, monkeypatch, one_thread):
-    here = runs.run_all(CONFIGS, use_cache=False, progress=False)
-    monkeypatch.setenv(runs.SCHEDULER_ENV, cluster.scheduler_address)  # the address path: run_all connects
-    there = runs.run_all(CONFIGS, progress=False)
+    here = runs.run_all(CONFIGS, use_cache=False, progress=False, workers=1)
+    there = runs.run_all(CONFIGS, progress=False, scheduler=cluster.scheduler_address)  # an address: run_all connects
     assert [r["metrics"] for r in there] == [r["metrics"] for r in here]
     assert [r["config"] for r in there] == [r["config"] for r in here]
     assert stored() == keys(CONFIGS)
 
-    def must_not_train(cfg, progress=False):
+    def must_not_train(cfg, progress=False, pretrained=None):
         raise AssertionError(f"trained {cfg} again")
 
     monkeypatch.setattr(runs, "train", must_not_train)  # the notebook afterwards only reads
-    monkeypatch.delenv(runs.SCHEDULER_ENV)
-    assert [r["metrics"] for r in runs.run_all(CONFIGS, progress=False)] == [r["metrics"] for r in here]
+    assert [r["metrics"] for r in runs.run_all(CONFIGS, progress=False, workers=1)] == [r["metrics"] for r in here]
 
 
 def test_failed_run_is_named_and_the_others_are_kept(client):
