@@ -1,8 +1,81 @@
+"""Fixtures shared by the test files.
+
+``isolated_run_cache``: every test has its own run cache. ``smoke_book``: the whole book
+built once per session at the smoke profile, in a copy of the sources, with one chapter
+forked from the template exactly as ``book/reproduce.md`` says (three files, nothing in
+``vqstudy/``); the tests of the notebooks, of the fork and of the browser all read this
+one build instead of building their own.
+"""
+
+import copy
+import hashlib
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
 import pytest
+import yaml
+
+FORK = "my_claim"  # the chapter the smoke book forks from notebooks/template.ipynb
 
 
 @pytest.fixture(autouse=True)
 def isolated_run_cache(tmp_path, monkeypatch):
     """Every test gets its own run cache: no test reads a result another one stored."""
     monkeypatch.setenv("VQSTUDY_RUNS", str(tmp_path / "runs"))
-    monkeypatch.delenv("VQSTUDY_SCHEDULER", raising=False)  # never send a test's runs to a real cluster
+
+
+@dataclass
+class Book:
+    root: Path          # the copy of the sources the book was built in
+    runs: Path          # its run cache
+    code: int           # runner.build_book's exit code
+    seconds: float      # wall time of the build
+    fork: str           # the forked chapter's name
+    forked_files: dict  # path relative to root -> "added" | "changed": what the fork touched
+
+
+def digests(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in root.rglob("*") if p.is_file()}
+
+
+def fork_template(root: Path, name: str) -> None:
+    """The three-file fork of book/reproduce.md: copy the notebook, copy the profiles
+    entry (at the YAML level), add the chapter to the first part of the table of contents."""
+    shutil.copy(root / "notebooks" / "template.ipynb", root / "notebooks" / f"{name}.ipynb")
+    profiles_file = root / "notebooks" / "profiles.yml"
+    profiles = yaml.safe_load(profiles_file.read_text())
+    profiles[name] = copy.deepcopy(profiles["template"])
+    profiles_file.write_text(yaml.safe_dump(profiles, sort_keys=False))
+    toc_file = root / "_toc.yml"
+    toc = yaml.safe_load(toc_file.read_text())
+    toc["parts"][0]["chapters"].append({"file": f"book/claims/{name}"})
+    toc_file.write_text(yaml.safe_dump(toc, sort_keys=False))
+
+
+@pytest.fixture(scope="session")
+def smoke_book(tmp_path_factory) -> Book:
+    """The whole book at smoke, plus the fork, built once (a few minutes on 2 cores)."""
+    from vqstudy import runner
+
+    root = runner.copy_sources(tmp_path_factory.mktemp("smoke-book"))
+    before = digests(root)
+    fork_template(root, FORK)
+    after = digests(root)
+    touched = {path: "added" if path not in before else "changed"
+               for path in sorted(set(before) | set(after)) if before.get(path) != after.get(path)}
+    run_cache = tmp_path_factory.mktemp("smoke-book-runs")
+    started = time.perf_counter()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VQSTUDY_RUNS", str(run_cache))
+        code = runner.build_book("smoke", root=root)
+    return Book(root, run_cache, code, time.perf_counter() - started, FORK, touched)
+
+
+@pytest.fixture
+def built_book(smoke_book) -> Book:
+    """``smoke_book``, failing the test at once when the build did not succeed."""
+    assert smoke_book.code == 0, f"the smoke book did not build (exit code {smoke_book.code}; see the log above)"
+    return smoke_book

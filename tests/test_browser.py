@@ -64,13 +64,11 @@ def browser(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def site(browser, tmp_path_factory):
-    """The whole book built at smoke, in a copy of the sources, with its own run cache."""
-    root = runner.copy_sources(tmp_path_factory.mktemp("site"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VQSTUDY_RUNS", str(tmp_path_factory.mktemp("runs")))
-        assert runner.build_book("smoke", root=root) == 0, "the smoke book did not build (see the log above)"
-    return root
+def site(browser, smoke_book):
+    """The whole book built at smoke, in a copy of the sources, with its own run cache:
+    the session's one build (tests/conftest.py)."""
+    assert smoke_book.code == 0, "the smoke book did not build (see the log of the first test that used it)"
+    return smoke_book.root
 
 
 def figures_in(executed: Path) -> int:

@@ -1,6 +1,10 @@
-"""The reproduce-and-fork page works as written: the template notebook executes at smoke,
-records a verdict the scorecard shows, and renders as a chapter of a clean book build;
-the page's papermill command names a real notebook and real parameters."""
+"""The reproduce-and-fork page works as written.
+
+The fork: the session's smoke book (tests/conftest.py) copies notebooks/template.ipynb to
+notebooks/my_claim.ipynb, copies the ``template:`` entry of profiles.yml to ``my_claim:``
+and adds the chapter to the first part of _toc.yml, changes nothing else, and builds the
+whole book; the new chapter must then be a chapter like the others. And every papermill or
+sweep command the pages print names a real notebook and real parameters."""
 
 import json
 import re
@@ -10,63 +14,87 @@ import nbformat
 import pytest
 import yaml
 
-from vqstudy import experiments, params, runner
+from vqstudy import params, runner, sweeps
 from vqstudy.params import REPO_ROOT
 
 
-def test_the_template_is_registered_and_kept_without_outputs():
+def test_the_template_is_registered_kept_without_outputs_and_not_in_the_book():
     nb = nbformat.read(REPO_ROOT / "notebooks" / "template.ipynb", as_version=4)
     assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
-    parameters = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(parameters) == 1
-    names = {line.split("=")[0].strip() for line in parameters[0].source.splitlines()
-             if "=" in line and not line.startswith("#")}
-    assert names - {"profile"} == set(params.load_profiles()["template"]["defaults"])
-    assert "template" in experiments.SWEEPS and "template" not in runner.executed_notebooks()
-    assert nb.cells[-1].source.strip() == "provenance.show(P)"
-    assert "remove-input" in nb.cells[-1].metadata["tags"]
+    assert "template" not in runner.executed_notebooks()
     for profile in params.PROFILES:
-        assert experiments.configs_for("template", profile)
+        plan = sweeps.plan("template", profile)
+        assert plan.configs and all(cfg.regime == "pretrain" for cfg in plan.configs)  # its `fixed:` rule
+        assert len(plan.configs) == len(plan.params["codebook_size"]) * len(plan.params["seed"])
 
 
 @pytest.mark.slow
-def test_the_template_executes_at_smoke_and_renders_as_a_book_chapter(tmp_path):
-    root = runner.copy_sources(tmp_path / "book")
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    toc["chapters"] = [{"file": "book/claims/scorecard"}, {"file": "book/claims/template"}]  # the book entry
-    (root / "_toc.yml").write_text(yaml.safe_dump(toc))
-    (root / "book" / "intro.md").write_text("# A fork\n\nIts first claim: {doc}`claims/template`.\n")
-
-    assert runner.build_book("smoke", root=root) == 0  # executes, writes the scorecard, builds with -W
-    verdict = json.loads((root / "book" / "claims" / "template.verdict.json").read_text())
-    assert verdict["profile"] == "smoke" and verdict["claim"] == "T" and verdict["conditions"]
-    assert verdict["statement"]
-    html = root / "_build" / "html" / "book" / "claims"
-    assert "**T**" in (root / "book" / "claims" / "scorecard.md").read_text()
-    chapter = (html / "template.html").read_text()
-    assert "Provenance." in chapter and "total_steps=60" in chapter
-    assert "injected-parameters" not in chapter and "How to use this template" not in chapter
-    assert "<img" in chapter
+def test_the_fork_changes_three_files_only(built_book):
+    assert built_book.forked_files == {f"notebooks/{built_book.fork}.ipynb": "added",
+                                       "notebooks/profiles.yml": "changed", "_toc.yml": "changed"}
 
 
-def papermill_commands():
-    text = (REPO_ROOT / "book" / "reproduce.md").read_text().replace("\\\n", " ")
-    return [shlex.split(line.strip()) for line in text.splitlines() if line.strip().startswith(".venv/bin/papermill")]
+@pytest.mark.slow
+def test_a_forked_template_is_a_chapter_of_the_whole_smoke_book(built_book):
+    root, name = built_book.root, built_book.fork
+    assert name in runner.toc_parts(root)[0][1][-1]  # the last chapter of the first part
+    folder = root / runner.EXECUTED_DIR
+    recorded = json.loads((folder / f"{name}.verdict.json").read_text())
+    assert recorded["notebook"] == name
+    assert [(v["claim"], v["profile"], v["notebook"]) for v in recorded["verdicts"]] == [("T", "smoke", name)]
+
+    page = (folder / "scorecard.md").read_text()
+    row = page[page.index("* - **T**"):]
+    row = row[:row.index("\n* - ", 1)] if "\n* - " in row[1:] else row
+    assert f"{{doc}}`{name}`" in row and f"{name}.verdict.json" in row and "`smoke`" in row
+    summary = (folder / runner.SUMMARY).read_text()
+    assert re.search(rf"\*\*T\*\* [^\n]*\n  - {{doc}}`claims/{name}`", summary), summary
+
+    html = (root / "_build" / "html" / "book" / "claims" / f"{name}.html").read_text()
+    assert "Provenance." in html and "total_steps=60" in html  # the smoke value, in the provenance block
+    assert "<img" in html
+    assert "How to use this template" not in html  # the template's remove-cell note stays out
+    intro = (root / "_build" / "html" / "book" / "intro.html").read_text()
+    assert f"claims/{name}.html" in intro  # the introduction's summary links it
 
 
-def test_the_reproduce_page_papermill_command_names_real_parameters():
-    commands = papermill_commands()
+def documented_commands(program: str) -> list[tuple[str, list[str]]]:
+    """``(page, argv)`` of every command line starting with ``program`` on the book's pages
+    and in the README (continuation lines joined)."""
+    found = []
+    for path in sorted((REPO_ROOT / "book").glob("*.md")) + [REPO_ROOT / "README.md"]:
+        text = path.read_text().replace("\\\n", " ")
+        for line in text.splitlines():
+            line = line.strip().strip("`")
+            if line.startswith(program):
+                found.append((path.name, shlex.split(line.split("  #")[0])))
+    return found
+
+
+def test_every_documented_papermill_command_names_a_chapter_and_its_real_parameters():
+    commands = [(page, argv) for page, argv in documented_commands(".venv/bin/papermill")
+                if "--help-notebook" not in argv]
     assert commands
-    for argv in commands:
-        notebook = argv[1]
-        assert (REPO_ROOT / notebook).exists(), notebook
-        name = re.sub(r"^notebooks/|\.ipynb$", "", notebook)
+    for page, argv in commands:
+        assert "--inject-input-path" in argv, f"{page}: {argv}: the chapter cannot tell its name without it"
+        notebook = next(a for a in argv[1:] if a.endswith(".ipynb"))
+        assert (REPO_ROOT / notebook).exists(), f"{page}: {notebook}"
         given = {}
-        for flag, value in zip(argv, argv[1:]):
+        for flag, value, *rest in zip(argv, argv[1:], argv[2:] + [None]):
             if flag == "-p":
-                given[value] = None
+                given[value] = yaml.safe_load(rest[0])
             elif flag == "-y":
                 given.update(yaml.safe_load(value))
-        profile = argv[argv.index("-p") + 2] if "-p" in argv else "quick"
-        overrides = {k: v for k, v in given.items() if k != "profile" and v is not None}
-        params.resolve(name, profile, overrides)  # raises on an unknown name, type or range
+        profile = given.pop("profile", params.DEFAULT_PROFILE)
+        sweeps.plan(re.sub(r"^notebooks/|\.ipynb$", "", notebook), profile, given)  # raises on a bad name/type/range
+
+
+def test_every_documented_sweep_command_names_a_chapter_and_its_real_parameters():
+    commands = [(page, argv) for page, argv in documented_commands(".venv/bin/python -m vqstudy sweep")
+                if "NAME" not in argv and "..." not in argv]
+    assert commands
+    for page, argv in commands:
+        name = argv[4]
+        profile = argv[argv.index("--profile") + 1] if "--profile" in argv else params.DEFAULT_PROFILE
+        given = {value: yaml.safe_load(v) for flag, value, v in zip(argv, argv[1:], argv[2:]) if flag == "-p"}
+        assert sweeps.plan(name, profile, given).configs, f"{page}: {argv}"
