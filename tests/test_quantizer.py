@@ -1,4 +1,7 @@
 import itertools
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,20 +24,44 @@ def test_nearest_token_matches_cdist_argmin_across_chunks():
     (7, 5, 2, 1 << 20),          # K below one group of the two-stage argmin (padded)
     (333, 4099, 8, 1 << 20),     # several tiles of tokens, K not a multiple of the group
     (2000, 300, 16, 100),        # a chunk smaller than one tile row: one row per block
-    (4096, 1000, 64, 1 << 16),   # many blocks over the worker threads
+    (4096, 1000, 64, 1 << 16),   # many blocks of rows, a ragged last one
 ])
-@pytest.mark.parametrize("workers", [1, 2])
-def test_tiled_search_equals_plain_argmin(n, k, d, max_chunk, workers):
+def test_tiled_search_equals_plain_argmin(n, k, d, max_chunk):
     g = torch.Generator().manual_seed(n + k)
     z, codebook = torch.randn(n, d, generator=g), torch.randn(k, d, generator=g)
     expected = torch.cdist(z, codebook).argmin(1)
-    with quantizer.one_torch_thread():  # as nearest_token runs it
-        found = quantizer.nearest_token_grouped(z, codebook, max_chunk, quantizer.GROUP, workers)
+    found = quantizer.nearest_token_grouped(z, codebook, max_chunk, quantizer.GROUP)
     assert found.dtype == torch.long and found.shape == (n,)
     assert torch.equal(found, expected)
     # the public entry (which picks its path by size) and the accelerator path agree
     assert torch.equal(nearest_token(z, codebook, max_chunk_elements=max_chunk), expected)
     assert torch.equal(quantizer.nearest_token_plain(z, codebook, max_chunk), expected)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_search_is_exact_on_any_thread_count(threads):
+    """The search runs on the caller's torch threads (K-means may be given several)."""
+    g = torch.Generator().manual_seed(11)
+    z, codebook = torch.randn(5000, 16, generator=g), torch.randn(3000, 16, generator=g)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        found = nearest_token(z, codebook)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(found, torch.cdist(z, codebook).argmin(1))
+
+
+@pytest.mark.parametrize("n, k, path", [(256, 512, "tiled"), (255, 4096, "plain"), (4096, 511, "plain")])
+def test_public_entry_takes_the_tiled_path_only_where_it_pays(n, k, path, monkeypatch):
+    taken = []
+    for name in ("nearest_token_grouped", "nearest_token_plain"):
+        real = getattr(quantizer, name)
+        monkeypatch.setattr(quantizer, name, lambda *a, real=real, name=name, **kw: taken.append(name) or real(*a, **kw))
+    g = torch.Generator().manual_seed(n + k)
+    z, codebook = torch.randn(n, 16, generator=g), torch.randn(k, 16, generator=g)
+    assert torch.equal(nearest_token(z, codebook), torch.cdist(z, codebook).argmin(1))
+    assert taken == [f"nearest_token_{'grouped' if path == 'tiled' else 'plain'}"]
 
 
 def test_ties_go_to_the_lowest_index_like_argmin():
@@ -44,14 +71,14 @@ def test_ties_go_to_the_lowest_index_like_argmin():
     codebook = torch.cat([base, base, base])          # every token three times, tiles apart
     z = torch.randint(-3, 4, (500, 4), generator=g).float()
     plain = quantizer.nearest_token_plain(z, codebook)
-    for max_chunk, workers in itertools.product((1 << 20, 64, 16), (1, 2)):  # one tile; tiles of 16..64
-        found = quantizer.nearest_token_grouped(z, codebook, max_chunk, quantizer.GROUP, workers)
+    for max_chunk in (1 << 20, 64, 16):  # one tile; tiles of 16..64
+        found = quantizer.nearest_token_grouped(z, codebook, max_chunk, quantizer.GROUP)
         assert torch.equal(found, plain)
         assert (found < 40).all()                     # the first copy wins
     # equidistant tokens: all at distance 1 from the origin
     ring = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]]).repeat(10, 1)
     assert nearest_token(torch.zeros(3, 2), ring).tolist() == [0, 0, 0]
-    assert quantizer.nearest_token_grouped(torch.zeros(3, 2), ring, workers=2).tolist() == [0, 0, 0]
+    assert quantizer.nearest_token_grouped(torch.zeros(3, 2), ring).tolist() == [0, 0, 0]
 
 
 def test_tiles_never_exceed_the_chunk_budget():
@@ -70,19 +97,23 @@ def test_grouped_layout_puts_group_members_a_width_apart():
     assert tokens[32:40, 0].tolist() == list(range(32, 40)) and (norms[40:] == float("inf")).all()
 
 
-def test_thread_setting_is_restored():
-    before = torch.get_num_threads()
-    z, codebook = torch.randn(3000, 8), torch.randn(500, 8)
-    nearest_token(z, codebook, workers=2)
-    kmeans(z, 20, iters=2)
-    vq = VectorQuantizer(50, 8).train()
-    vq(z.requires_grad_())[2].backward()
-    assert torch.get_num_threads() == before
-    with quantizer.one_torch_thread():
-        assert torch.get_num_threads() == 1 and quantizer.allowed_threads() == before
-        with quantizer.one_torch_thread():  # nested: still the caller's count
-            assert quantizer.allowed_threads() == before
-    assert torch.get_num_threads() == before == quantizer.allowed_threads()
+def test_quantizer_changes_no_process_wide_setting():
+    """Importing the module and running it leaves torch's thread count and glibc's
+    allocator settings as they were (a fresh interpreter, so that the import is real)."""
+    probe = """
+import ctypes, torch
+torch.set_num_threads(2)
+libc = ctypes.CDLL("libc.so.6")
+from vqstudy import quantizer
+z = torch.randn(3000, 8).requires_grad_()
+quantizer.kmeans(z.detach(), 20, iters=2)
+vq = quantizer.VectorQuantizer(500, 8).train()
+vq(z)[2].backward()
+assert torch.get_num_threads() == 2, torch.get_num_threads()
+"""
+    source = Path(quantizer.__file__).read_text()
+    assert "mallopt" not in source and "set_num_threads" not in source and "register_at_fork" not in source
+    subprocess.run([sys.executable, "-c", probe], check=True, cwd=Path(quantizer.__file__).parents[1])
 
 
 def test_quantizer_outputs_the_nearest_token():
@@ -110,12 +141,12 @@ def test_straight_through_passes_gradient_to_the_encoder():
     assert commitment.requires_grad
 
 
-@pytest.mark.parametrize("shape", [(300, 16), (4, 8, 8, 6), (2, 64, 8, 8)])
+@pytest.mark.parametrize("shape", [(300, 16), (4, 8, 8, 6), (4, 64, 8, 8)])
 def test_quantizer_step_equals_the_autograd_expression(shape):
     """Output, commitment loss and encoder gradient against autograd on
     ``z + (q - z).detach()`` and ``F.mse_loss(z, q)``, q the plain argmin's tokens; the
     last shape is a channels-first latent permuted to channels-last (not contiguous),
-    with enough rows and tokens for the tiled search on worker threads."""
+    with enough rows and tokens for the tiled search."""
     g = torch.Generator().manual_seed(8)
     d = shape[-1] if shape[1] != 64 else 64
     x = torch.randn(*shape, generator=g)
@@ -138,25 +169,6 @@ def test_quantizer_step_equals_the_autograd_expression(shape):
     assert torch.allclose(z_q, reference[0], atol=1e-6)
     assert commitment.item() == pytest.approx(reference[1].item(), rel=1e-5)
     assert torch.allclose(w.grad, expected_grad, rtol=1e-4, atol=1e-6)
-
-
-@pytest.mark.parametrize("n, k, workers", [(50, 30, 1), (5000, 700, 1), (5000, 700, 2)])
-def test_assign_returns_the_tokens_residuals_and_squared_error(n, k, workers, monkeypatch):
-    used = []
-    run_blocks = quantizer.run_blocks
-    monkeypatch.setattr(quantizer, "run_blocks", lambda work, blocks, w: used.append(w) or run_blocks(work, blocks, w))
-    g = torch.Generator().manual_seed(n + workers)
-    z, codebook = torch.randn(n, 16, generator=g), torch.randn(k, 16, generator=g)
-    before = torch.get_num_threads()
-    torch.set_num_threads(workers)  # the search's worker threads: as many as torch is allowed
-    try:
-        idx, tokens, residual, squared_error = quantizer.assign(z, codebook)
-    finally:
-        torch.set_num_threads(before)
-    assert used == ([] if n == 50 else [workers])  # the plain path, or blocks on this many threads
-    assert torch.equal(idx, torch.cdist(z, codebook).argmin(1))
-    assert torch.equal(tokens, codebook[idx]) and torch.equal(residual, z - codebook[idx])
-    assert squared_error.item() == pytest.approx((z - codebook[idx]).double().pow(2).sum().item(), rel=1e-5)
 
 
 def test_commitment_loss_is_distance_to_token_and_does_not_touch_codebook():
