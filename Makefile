@@ -21,13 +21,15 @@ book: $(VENV)/.installed data
 test: $(VENV)/.installed
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-# Not a test: timings vs vector-quantize-pytorch and scikit-learn; refreshes the book's Performance page.
+# Not a test: timings vs vector-quantize-pytorch and scikit-learn, measured into book/performance_results.json,
+# then rendered into the book's Performance page (tables and figure).
 $(VENV)/.installed-bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[test,bench]"
 	touch $@
 
 bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/bench_quantizer.py --book $(BENCH_ARGS)
+	$(PY) benchmarks/render_performance.py
 
 clean-runs: $(VENV)/.installed
 	$(PY) -m vqstudy clean-runs
