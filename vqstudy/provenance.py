@@ -73,7 +73,8 @@ def collect(P: dict, started: float | None = None, runs: list | None = None) -> 
     commit = git_commit()
     return {
         "profile": P.get("profile", ""),
-        "seeds": list(P.get("seed", [])),
+        # a chapter whose settings name their seeds (no `seed` parameter): the runs' seeds
+        "seeds": list(P.get("seed", [])) or sorted({r["config"]["seed"] for r in runs or []}),
         "parameters": parameters,
         "wall_time_s": round(time.time() - started, 1),
         "runs": len(runs or []),
