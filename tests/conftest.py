@@ -57,7 +57,8 @@ def fork_template(root: Path, name: str) -> None:
 
 @pytest.fixture(scope="session")
 def smoke_book(tmp_path_factory) -> Book:
-    """The whole book at smoke, plus the fork, built once (a few minutes on 2 cores)."""
+    """The whole book at smoke, plus the fork, built once (minutes on 2 cores: a
+    notebook kernel per chapter, then Jupyter Book)."""
     from vqstudy import runner
 
     root = runner.copy_sources(tmp_path_factory.mktemp("smoke-book"))
@@ -70,8 +71,27 @@ def smoke_book(tmp_path_factory) -> Book:
     started = time.perf_counter()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VQSTUDY_RUNS", str(run_cache))
-        code = runner.build_book("smoke", root=root)
+        presweep(root, [name for name in runner.executed_notebooks(root) if name != FORK])
+        code = runner.build_book("smoke", root=root)  # the fork goes through its own sweep process
     return Book(root, run_cache, code, time.perf_counter() - started, FORK, touched)
+
+
+def presweep(root: Path, names: list[str]) -> None:
+    """Train the chapters' runs in one pool of worker processes, as ``python -m vqstudy
+    sweep`` would chapter by chapter: the runner then finds them cached and starts no
+    sweep process for them (each costs seconds of interpreter and worker start-up)."""
+    from vqstudy import runs, sweeps
+
+    configs = []
+    for name in names:
+        try:
+            configs += sweeps.plan(name, "smoke", notebooks=root / "notebooks").configs
+        except ValueError:
+            pass  # a bad profiles entry: the chapter's own sweep step reports it
+    try:
+        runs.run_all(configs, progress=False)
+    except runs.SweepFailed:
+        pass  # the chapter's own sweep step trains the failed runs again and reports them
 
 
 @pytest.fixture

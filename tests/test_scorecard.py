@@ -74,6 +74,7 @@ def test_a_chapter_without_verdicts_says_so():
         assert f"**{name}**" in page
     assert page.count("{bdg-secondary}`no verdict`") == 3
     assert links_to(page, "beta") and "see the build log" in page.lower()
+    assert ".verdict.json" not in page  # no link to a file that is not there (it would fail the build)
     never = scorecard.page(sections(), DATE)
     assert "`notebooks/beta.ipynb` (not executed)" in never and not links_to(never, "beta")
 
