@@ -399,3 +399,103 @@ RULE_CHANGES = [
                "asks for a rank correlation of at least 0.7 over every width, in every seed (the merge condition "
                "is unchanged)."),
 ]
+
+
+# --- R3: what could explain C3b (beyond the paper; chapter cifar10_robustness) ---------
+
+R3_STATEMENT = (
+    "Baseline's test MSE keeps falling as K grows whatever the setting: none of the choices the paper leaves "
+    "open that were tried (a longer schedule, a wider latent, as many quantized steps in pretrain as in "
+    "baseline, more encoder outputs for the K-means) explains why C3b does not hold at C3's setting."
+)
+
+R3_RULE = (
+    "Each setting's C3a and C3b are judged by C3's own checks on that setting's runs alone (where a setting's "
+    "pretrain runs are paired with another setting's baseline runs, on that pair). The finding holds when C3b "
+    f"does not hold under any setting: in each, baseline's seed-mean test MSE at the largest K is at least 2% "
+    f"below its MSE at K = {LARGE_K}. A setting under which C3b holds is a candidate explanation, and then the "
+    "finding does not hold. C3a's outcome is reported beside each setting, not judged."
+)
+
+
+def setting_tables(df: pd.DataFrame, baseline_from: dict | None = None) -> dict[str, pd.DataFrame]:
+    """One run table per value of the ``setting`` column, in order of appearance.
+    ``baseline_from`` maps a setting to another whose baseline runs replace its own, its
+    pretrain runs paired with them: a swept variant sets both regimes alike, so a
+    comparison that needs them trained differently is paired here, where it is named."""
+    names = list(dict.fromkeys(df["setting"]))
+    pairs = dict(baseline_from or {})
+    for name in [n for pair in pairs.items() for n in pair]:
+        if name not in names:
+            raise ValueError(f"baseline_from={pairs!r} names setting {name!r}, which was not run; settings run: "
+                             f"{names}")
+    tables = {}
+    for name in names:
+        own = df[df["setting"] == name]
+        if name in pairs:
+            own = pd.concat([own[own.regime == "pretrain"],
+                             df[(df["setting"] == pairs[name]) & (df.regime == "baseline")]])
+        tables[name] = own.reset_index(drop=True)
+    return tables
+
+
+def c3_outcome(table: pd.DataFrame) -> dict:
+    """C3a and C3b (C3's own checks) on one table of runs, as one row: outcomes and the
+    numbers they turn on (NaN where the runs do not reach K >= LARGE_K)."""
+    a, b = check_cifar10_scaling(table), check_baseline_stops_improving(table)
+    large = sorted(k for k in table.codebook_size.unique() if k >= LARGE_K)
+    return {"C3a": a.outcome, "C3a conditions held": f"{sum(c.holds for c in a.conditions)} of {len(a.conditions)}",
+            "C3b": b.outcome, "k_low": int(large[0]) if large else None, "k_max": int(large[-1]) if large else None,
+            **{key: float(b.numbers.get(key, float("nan")))
+               for key in ("baseline_mse_gain", "pretrain_mse_gain", "lead_at_512", "lead_at_kmax")}}
+
+
+def c3_by_setting(tables: dict) -> pd.DataFrame:
+    """C3a and C3b of each setting in each seed alone, then (with more than one seed) on
+    the seed means, as the verdicts judge them: one row each."""
+    rows = []
+    for name, table in tables.items():
+        seeds = sorted(table.seed.unique().tolist())
+        parts = [(str(s), table[table.seed == s]) for s in seeds]
+        if len(seeds) > 1:
+            parts.append((f"{', '.join(map(str, seeds))} (means)", table))
+        rows += [{"setting": name, "seed": label, **c3_outcome(part)} for label, part in parts]
+    return pd.DataFrame(rows)
+
+
+def _name_key(name: str) -> str:
+    """A setting's name as part of a glue key: letters, digits and underscores."""
+    return "".join(c if c.isalnum() else "_" for c in name)
+
+
+def check_c3b_explanations(tables: dict, claim: str = "R3", title: str = "What could explain C3b") -> Verdict:
+    """R3 on ``{setting: run table}`` (:func:`setting_tables`): one condition per setting,
+    that C3b was judged there (K >= LARGE_K reached, more than one K) and does not hold."""
+    conditions, numbers, explained = [], {}, []
+    for name, table in tables.items():
+        r = c3_outcome(table)
+        judged = r["k_max"] is not None and r["k_max"] > r["k_low"]
+        if judged and r["C3b"] == "holds":
+            explained.append((name, r))
+        detail = (f"baseline's MSE {r['baseline_mse_gain']:.1%} lower at K={r['k_max']} than at K={r['k_low']} "
+                  f"(pretrain's {r['pretrain_mse_gain']:.1%}); pretrain's lead {r['lead_at_512']:.1%} at "
+                  f"K={r['k_low']}, {r['lead_at_kmax']:.1%} at K={r['k_max']}; C3a {r['C3a']} "
+                  f"({r['C3a conditions held']} conditions)" if judged else
+                  f"not judged: the runs reach K ≥ {LARGE_K} at fewer than two codebook sizes")
+        conditions.append(Condition(f"{name}: C3b does not hold (baseline's MSE still falls with K)",
+                                    judged and r["C3b"] == "does not hold", detail))
+        key = _name_key(name)
+        numbers.update({f"{key}_{m}": r[m] for m in ("baseline_mse_gain", "pretrain_mse_gain", "lead_at_512",
+                                                      "lead_at_kmax")})
+        numbers.update({f"{key}_c3a": r["C3a"], f"{key}_c3b": r["C3b"]})
+    gains = [numbers[f"{_name_key(n)}_baseline_mse_gain"] for n in tables]
+    if explained:
+        headline = ("C3b holds under " + "; ".join(
+            f"{n} (baseline's MSE {pct(r['baseline_mse_gain'])} lower at K = {r['k_max']} than at K = {r['k_low']})"
+            for n, r in explained) + f", of {len(tables)} settings.")
+    else:
+        headline = (f"Under all {len(tables)} settings baseline's test MSE still falls from K = {LARGE_K} to the "
+                    f"largest K, by {pct(min(gains))} to {pct(max(gains))}: C3b fails in each.")
+    seeds = sorted({s for t in tables.values() for s in t.seed.unique().tolist()})
+    return Verdict(claim, title, R3_RULE, conditions, numbers, statement=R3_STATEMENT, headline=headline,
+                   seeds=seeds, role="finding")
