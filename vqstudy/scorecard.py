@@ -3,9 +3,15 @@ and the rule log. Each is a pure function of the verdicts it is given (the runne
 them, in the order and parts of ``_toc.yml``), so no page can disagree with a chapter,
 and nothing on them is typed by hand.
 
+Made to be read at a glance: every verdict is a coloured badge (holds / does not hold /
+no verdict; sphinx-design, bundled with Jupyter Book 1: no network needed) followed by
+its headline, one plain sentence with the key number; on the scorecard each verdict is a
+card (``book/_static/vqstudy.css`` colours its edge) with the claim, the rule, the failed
+conditions, and links to the chapter and to its verdict JSON. Cards and lists wrap at any
+page width, where a wide table would be clipped.
+
 A chapter whose verdicts are missing (its notebook failed, or was not executed) gets a
-row that says so. Verdicts are shown with a coloured badge (sphinx-design, bundled with
-Jupyter Book 1: no network needed).
+card that says so.
 """
 
 from typing import NamedTuple
@@ -19,10 +25,30 @@ class Entry(NamedTuple):
 
 BADGES = {"holds": "{bdg-success}`holds`", "does not hold": "{bdg-danger}`does not hold`",
           None: "{bdg-secondary}`no verdict`"}
+CARD_CLASSES = {"holds": "vq-holds", "does not hold": "vq-fails", None: "vq-none"}
+
+# The introduction opens with the summary and one figure: this chapter's lead figure,
+# which its notebook saves beside the executed notebook (``plots.save_lead``) before it
+# records its verdicts, so a chapter that recorded verdicts has it.
+LEAD_CHAPTER = "tokens_collapse"
+LEAD_CAPTION = ("Tokens collapse (C1) at the largest codebook, first seed: evaluation embeddings coloured by "
+                "class, tokens in use as crosses, dead tokens as circles; top row baseline (K-means on the "
+                "untrained encoder), bottom row pretrain (autoencoder first); left at the start of quantization, "
+                "right after training; all four panels on the same axes, with a magnified inset where the "
+                "points are too small to see. The chapter has the numbers.")
+
+
+def lead_figure(notebook: str) -> str:
+    """The file name of a chapter's lead figure, beside its executed notebook."""
+    return f"{notebook}.lead.png"
+
+
+def outcome(verdict: dict | None) -> str | None:
+    return None if verdict is None else ("holds" if verdict["holds"] else "does not hold")
 
 
 def badge(verdict: dict | None) -> str:
-    return BADGES[None if verdict is None else ("holds" if verdict["holds"] else "does not hold")]
+    return BADGES[outcome(verdict)]
 
 
 def shown(entry: Entry) -> list[dict]:
@@ -30,21 +56,19 @@ def shown(entry: Entry) -> list[dict]:
     return [v for v in entry.verdicts or [] if v.get("role", "claim") != "superseded"]
 
 
-def chapter_link(entry: Entry, folder: str = "") -> str:
-    return f"{{doc}}`{folder}{entry.name}`" if entry.executed else f"`notebooks/{entry.name}.ipynb` (not executed)"
+def chapter_link(entry: Entry, folder: str = "", text: str = "") -> str:
+    if not entry.executed:
+        return f"`notebooks/{entry.name}.ipynb` (not executed)"
+    return f"{{doc}}`{text} <{folder}{entry.name}>`" if text else f"{{doc}}`{folder}{entry.name}`"
 
 
-def cell(paragraphs: list[str]) -> str:
-    """A list-table cell: its paragraphs, continuation lines indented under the item."""
-    text = "\n\n".join(p.strip() for p in paragraphs if p and p.strip())
-    return "\n".join(("    " + line) if line and i else line for i, line in enumerate(text.split("\n")))
+def json_link(entry: Entry, folder: str = "") -> str:
+    return f"{{download}}`verdict JSON <{folder}{entry.name}.verdict.json>`"
 
 
-def list_table(header: list[str], rows: list[list[list[str]]], widths: list[int], css: str) -> list[str]:
-    lines = ["```{list-table}", ":header-rows: 1", f":class: {css}", ":widths: " + " ".join(map(str, widths)), "",
-             "* - " + "\n  - ".join(header)]
-    lines += ["* - " + "\n  - ".join(cell(c) for c in row) for row in rows]
-    return lines + ["```", ""]
+def seeds_text(seeds: list) -> str:
+    """``seeds 0, 1, 2 (n = 3)``."""
+    return f"seed{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))} (n = {len(seeds)})"
 
 
 def counts(sections) -> tuple[int, int, int]:
@@ -54,57 +78,84 @@ def counts(sections) -> tuple[int, int, int]:
     return sum(v["holds"] for v in verdicts), len(verdicts), missing
 
 
-def rows_of(entry: Entry) -> list[list[list[str]]]:
-    json_link = f"{{download}}`verdict JSON <{entry.name}.verdict.json>`"
-    if entry.verdicts is None:
-        return [[[f"**{entry.name}**", chapter_link(entry)], ["—"],
-                 [badge(None), "the notebook failed or was not executed; see the build log"
-                  + (" and the chapter." if entry.executed else ".")], ["—"]]]
-    rows = []
+def tally(sections) -> str:
+    """``**3 of 5 verdicts hold**`` at the profile and seeds they share, and how many
+    chapters recorded none."""
+    held, judged, missing = counts(sections)
+    verdicts = [v for _, entries in sections for e in entries for v in shown(e)]
+    profiles = sorted({v.get("profile", "") for v in verdicts})
+    seeds = sorted({tuple(v.get("seeds", [])) for v in verdicts})
+    where = f" at profile `{profiles[0]}`" if len(profiles) == 1 and profiles[0] else ""
+    if len(seeds) == 1 and seeds[0]:
+        where += f", {seeds_text(list(seeds[0]))}"
+    return (f"**{held} of {judged} verdict{'s' if judged != 1 else ''} hold**{where}"
+            + (f"; {missing} chapter{'s' if missing != 1 else ''} recorded none" if missing else ""))
+
+
+def card(lines: list[str], css: str) -> list[str]:
+    """A sphinx-design card: header (first line), body, footer (last line)."""
+    return ["`````{card}", f":class-card: vq-card {css}", "", "````{card-header}", lines[0], "````", "",
+            *lines[1:-1], "", "````{card-footer}", lines[-1], "````", "`````", ""]
+
+
+def cards_of(entry: Entry) -> list[str]:
+    chapter = chapter_link(entry, text="Chapter") if entry.executed else chapter_link(entry)
+    if entry.verdicts is None:  # no verdict file to link to (a link to it would fail the build)
+        return card([f"{badge(None)} **{entry.name}**",
+                     "The notebook failed or was not executed: no verdict was recorded. See the build log"
+                     + (" and the chapter." if entry.executed else "."), "", chapter], CARD_CLASSES[None])
+    links = f"{chapter} · {json_link(entry)}"
+    lines = []
     for v in shown(entry):
         failing = [c for c in v["conditions"] if not c["holds"]]
         held = len(v["conditions"]) - len(failing)
-        rows.append([
-            [f"**{v['claim']}**", v["title"], chapter_link(entry), json_link],
-            [v.get("statement") or "", f"*Rule:* {v['rule']}"],
-            [f"{badge(v)} {held} of {len(v['conditions'])} conditions", v.get("headline") or ""]
-            + [f"*Fails:* {c['name']}: {c['detail']}" for c in failing],
-            [f"`{v['profile']}`", f"seeds {', '.join(map(str, v['seeds']))}"]])
-    return rows
+        body = [f"**{v['headline']}**" if v.get("headline") else "", "",
+                f"{held} of {len(v['conditions'])} conditions hold · profile `{v['profile']}` · "
+                f"{seeds_text(v['seeds'])}", ""]
+        if v.get("statement"):
+            body += [f"*The claim.* {v['statement']}", ""]
+        body += [f"*The rule.* {v['rule']}", ""]
+        if failing:
+            body += ["*Fails:*", ""] + [f"- ✗ {c['name']}: {c['detail']}" for c in failing] + [""]
+        lines += card([f"{badge(v)} **{v['claim']}** · {v['title']}", *body, links], CARD_CLASSES[outcome(v)])
+    return lines
 
 
 def page(sections: list[tuple[str, list[Entry]]], date: str) -> str:
-    """The scorecard: one table per part of the book, one row per verdict."""
-    held, judged, missing = counts(sections)
+    """The scorecard: a card per verdict, under the parts of the book."""
     lines = ["# Scorecard", "",
-             f"**{held} of {judged} verdicts hold**" + (f"; {missing} chapter(s) recorded none" if missing else "")
-             + f". Generated from the verdicts the chapters recorded when the book was built ({date}); nothing "
-             "here is typed by hand. Each rule was fixed before its runs and is checked in every seed; a changed "
-             "rule is on the {doc}`rule_log`, with its old verdict.", ""]
+             f"{tally(sections)}. Generated from the verdicts the chapters recorded when the book was built "
+             f"({date}); nothing here is typed by hand. Each rule was fixed before its runs and is checked in "
+             "every seed; a changed rule is on the {doc}`rule_log`, with its old verdict.", ""]
     for caption, entries in sections:
         if caption:
-            lines += [f"## {caption}", ""]
-        rows = [row for e in entries for row in rows_of(e)]
-        lines += list_table(["Claim", "What is tested, and the rule", "Verdict", "Profile, seeds"], rows,
-                            [16, 44, 30, 10], "scorecard")
+            held, judged, missing = counts([(caption, entries)])
+            lines += [f"## {caption}", "", f"{held} of {judged} hold in this part"
+                      + (f"; {missing} chapter{'s' if missing != 1 else ''} recorded none." if missing else "."), ""]
+        for e in entries:
+            lines += cards_of(e)
     return "\n".join(lines)
 
 
 def summary(sections: list[tuple[str, list[Entry]]]) -> str:
-    """The introduction's table of results (included by ``book/intro.md``)."""
-    held, judged, missing = counts(sections)
-    lines = [f"**{held} of {judged} verdicts hold** at the profile this book was built with"
-             + (f" ({missing} chapter(s) recorded none)" if missing else "") + "; the {doc}`claims/scorecard` "
-             "has the rules and every number.", ""]
-    rows = []
-    for _, entries in sections:
+    """The introduction's results (included by ``book/intro.md``, so links are relative
+    to ``book/``): one line per verdict, badge first, then the lead figure."""
+    lines = [f"{tally(sections)}; the {{doc}}`claims/scorecard` has the rules and every number.", ""]
+    for caption, entries in sections:
+        if caption and len(sections) > 1:
+            lines += [f"**{caption}**", ""]
         for e in entries:
             if e.verdicts is None:
-                rows.append([[f"**{e.name}**"], [chapter_link(e, "claims/")], [badge(None)]])
+                lines.append(f"- {badge(None)} **{e.name}**: no verdict recorded ({chapter_link(e, 'claims/')}).")
             for v in shown(e):
-                rows.append([[f"**{v['claim']}** {v['title']}"], [chapter_link(e, "claims/")],
-                             [badge(v), v.get("headline") or ""]])
-    return "\n".join(list_table(["Claim", "Chapter", "Result"], rows, [35, 20, 45], "summary"))
+                lines.append(f"- {badge(v)} **{v['claim']} · {v['title']}.** {v.get('headline') or ''} "
+                             f"({chapter_link(e, 'claims/', 'chapter')}, {json_link(e, 'claims/')})")
+        lines.append("")
+    lead = [e for _, entries in sections for e in entries if e.name == LEAD_CHAPTER and e.verdicts is not None]
+    if lead:
+        lines += ["```{figure} " + f"claims/{lead_figure(LEAD_CHAPTER)}", ":width: 100%",
+                  f":alt: {LEAD_CAPTION}", "", LEAD_CAPTION, "```", ""]
+    return "\n".join(lines)
 
 
 def rule_log(sections: list[tuple[str, list[Entry]]], changes: list) -> str:
@@ -116,7 +167,6 @@ def rule_log(sections: list[tuple[str, list[Entry]]], changes: list) -> str:
              "and the old rule keeps being computed on the same runs as the new one, so both verdicts stay "
              "visible.", ""]
     for change in changes:
-        old, entry = by_claim.get(change.old, (None, None))
         lines += [f"## {change.date}: {change.old} → {', '.join(change.new)}", "", f"**Why.** {change.why}", ""]
         for claim in [change.old] + change.new:
             v, e = by_claim.get(claim, (None, None))
@@ -126,6 +176,6 @@ def rule_log(sections: list[tuple[str, list[Entry]]], changes: list) -> str:
                 continue
             failing = [c["name"] for c in v["conditions"] if not c["holds"]]
             lines += [f"**{label} ({claim}, {chapter_link(e)}).** {v['rule']}", "",
-                      f"Verdict on this build's runs (`{v['profile']}`, seeds {', '.join(map(str, v['seeds']))}): "
+                      f"Verdict on this build's runs (`{v['profile']}`, {seeds_text(v['seeds'])}): "
                       f"{badge(v)}" + (f"; fails: {'; '.join(failing)}." if failing else "."), ""]
     return "\n".join(lines)
