@@ -59,7 +59,8 @@ class Verdict:
         held = sum(c.holds for c in self.conditions)
         lines = [f"**{self.claim} {self.outcome}** at profile `{self.profile}`, seeds "
                  f"{', '.join(map(str, self.seeds))}: {held} of {len(self.conditions)} conditions hold.", ""]
-        lines += [f"- {'✅' if c.holds else '❌'} **{c.name}**: {c.detail}" for c in self.conditions]
+        # ✓ and ✗, not emoji: they render in the fonts every browser has (DejaVu, Noto Sans)
+        lines += [f"- {'✓' if c.holds else '✗'} **{c.name}**: {c.detail}" for c in self.conditions]
         return "\n".join(lines)
 
 
