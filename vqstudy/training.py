@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from vqstudy import adapters
+from vqstudy import inits
 from vqstudy import metrics
 from vqstudy.data import gaussian_mixture, split_per_class
 from vqstudy.models import ConvAutoencoder, MLPAutoencoder
@@ -78,6 +80,10 @@ class Config:
     codebook_size: int = setting(64, "K, the number of tokens")
     beta: float = setting(0.25, "weight of the commitment loss")
     decay: float = setting(0.99, "EMA decay of the codebook update")
+    quantizer: str = setting(adapters.STUDY, "vq (the study's own) or a vector-quantize-pytorch method "
+                                             "(vqstudy.adapters.METHODS)")
+    codebook_init: str = setting("kmeans", "how the codebook starts when quantization does: kmeans (the paper's) "
+                                           "or another of vqstudy.inits.METHODS")
     kmeans_iters: int = setting(20, "Lloyd iterations of the codebook's K-means (after k-means++ seeding)")
     kmeans_samples: int = setting(10000, "encoder outputs sampled from the training set for the K-means")
     # optimisation
@@ -91,6 +97,10 @@ class Config:
     keep_reconstructions: int = setting(0, "reconstructions of the first n evaluation inputs kept (<= 512)")
     curve_points: int = setting(20, "points of the training curves (0: none)")
     curve_examples: int = setting(1000, "evaluation examples the training curves are measured on")
+    pooled_separability: int = setting(0, "separability (pooled_* metrics) of one embedding per example, the mean "
+                                          "over its positions, on the first n evaluation examples (0: off)")
+    token_probes: int = setting(0, "linear probes of the class (probe_* metrics) from the tokens, token vectors "
+                                   "and embeddings of the first n evaluation examples (0: off)")
     device: str = setting("cpu", "cpu, cuda, or auto (cuda when there is one)")
 
     def validate(self) -> "Config":
@@ -107,11 +117,24 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 bad(name, "a positive integer")
+        if self.quantizer not in adapters.QUANTIZERS:
+            bad("quantizer", f"one of {list(adapters.QUANTIZERS)}")
+        if problem := adapters.codebook_size_problem(self.quantizer, self.codebook_size):
+            bad("codebook_size", f"{problem} for quantizer={self.quantizer!r}")
+        if self.codebook_init not in inits.METHODS:
+            bad("codebook_init", f"one of {list(inits.METHODS)}")
+        if self.codebook_init != "kmeans" and self.quantizer != adapters.STUDY:
+            bad("codebook_init", f"'kmeans' for quantizer={self.quantizer!r} (the other initialisers set the "
+                                 f"codebook of the study's own quantizer, {adapters.STUDY!r})")
         for name in ("seed", "kmeans_iters", "keep_embeddings", "train_subset", "eval_subset", "pretrain_steps",
                      "curve_points"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 bad(name, "a non-negative integer")
+        for name in ("pooled_separability", "token_probes"):  # how many evaluation examples; 0: off
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                bad(name, "a non-negative integer (0: off)")
         if not 0 <= self.keep_reconstructions <= 512:
             bad("keep_reconstructions", "an integer in 0..512")
         if self.regime == "pretrain" and not 0 < self.pretrain_steps < self.total_steps:
@@ -252,6 +275,8 @@ def evaluate(model, vq: VectorQuantizer, data: Data, cfg: Config, device, quanti
     sse, n_values, all_idx, all_labels, kept, kept_labels = 0.0, 0, [], [], [], []
     moments = torch.zeros(2, vq.dim, dtype=torch.float64)
     n_vectors = 0
+    per_example = []  # (embedding, token vector, token ids, label) per example, for pooled separability and probes
+    n_per_example = max(cfg.pooled_separability, cfg.token_probes) if details and quantize else 0
     for i in range(0, len(eval_x), 512):
         x = data.to_input(eval_x[i:i + 512].to(device))
         y = eval_y[i:i + 512]
@@ -273,6 +298,9 @@ def evaluate(model, vq: VectorQuantizer, data: Data, cfg: Config, device, quanti
         if details and sum(len(k) for k in kept) < cfg.keep_embeddings:
             kept.append(flat.float())
             kept_labels.append(labels)
+        if i < n_per_example:  # the first n examples, one row each (positions averaged; token ids kept)
+            per_example.append((metrics.pool_positions(z).cpu(), metrics.pool_positions(z_q).cpu(),
+                                idx.reshape(len(y), -1).cpu(), y))
     model.train()
     vq.train()
     embed_var = float((moments[1] - moments[0] ** 2 / n_vectors).sum() / (n_vectors - 1))
@@ -299,6 +327,25 @@ def evaluate(model, vq: VectorQuantizer, data: Data, cfg: Config, device, quanti
     })
     if details:
         out.update(metrics.class_coverage(idx, labels, vq.num_tokens, cfg.n_classes))
+    if per_example:
+        out.update(per_example_metrics(per_example, cfg, vq.num_tokens))
+    return out
+
+
+def per_example_metrics(rows: list, cfg: Config, num_tokens: int) -> dict:
+    """On the first evaluation examples, one vector per example: the separability of the
+    pooled embeddings (``pooled_`` + :func:`metrics.separability`'s names, when
+    ``cfg.pooled_separability``) and the linear probes of :func:`metrics.token_probes`
+    (when ``cfg.token_probes``). ``rows``: per batch, (pooled embeddings, pooled token
+    vectors, token ids, labels)."""
+    z, z_q, idx, y = (torch.cat(parts) for parts in zip(*rows))
+    out = {}
+    if cfg.pooled_separability:
+        n = cfg.pooled_separability
+        out.update({f"pooled_{k}": v for k, v in metrics.separability(z[:n], y[:n], seed=cfg.seed).items()})
+    if cfg.token_probes:
+        n = cfg.token_probes
+        out.update(metrics.token_probes(z[:n], z_q[:n], idx[:n], y[:n], num_tokens, seed=cfg.seed))
     return out
 
 
@@ -308,6 +355,9 @@ def evaluate(model, vq: VectorQuantizer, data: Data, cfg: Config, device, quanti
 # placed over the whole schedule.)
 NOT_IN_PRETRAINING = ("regime", "codebook_size", "beta", "decay", "kmeans_iters", "kmeans_samples",
                       "keep_embeddings", "keep_reconstructions")
+NOT_IN_PRETRAINING += ("quantizer",)  # the quantizer is built before pretraining but takes no part in it
+NOT_IN_PRETRAINING += ("codebook_init",)  # the codebook starts after pretraining
+NOT_IN_PRETRAINING += ("pooled_separability", "token_probes")  # measured after VQ starts, never in pretraining
 
 
 def pretrain_key(cfg: Config) -> str:
@@ -361,7 +411,7 @@ def train_here(cfg: Config, progress: bool, pretrained) -> dict:
     torch.manual_seed(cfg.seed)
     data = load_data(cfg)
     model = build_model(cfg, data).to(device)  # same seed -> same initial weights in both regimes
-    vq = VectorQuantizer(cfg.codebook_size, cfg.latent_dim, cfg.decay).to(device)
+    vq = adapters.build(cfg.quantizer, cfg.codebook_size, cfg.latent_dim, cfg.decay, cfg.beta).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     stream = batches(len(data.train_x), cfg.batch_size, cfg.seed)
     pretrain_steps = cfg.pretrain_steps if cfg.regime == "pretrain" else 0
@@ -411,22 +461,33 @@ def train_here(cfg: Config, progress: bool, pretrained) -> dict:
         if pretrain_steps and pretrained is not None:  # put() stores a copy at once
             pretrained.put(key, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                  "curve": {k: list(v) for k, v in curves.items()}})
+    if quantizer_parameters := list(vq.parameters()):  # an adapter's (SimVQ's map, projections): same AdamW
+        optimizer.add_param_group({"params": quantizer_parameters})  # after the stored pretraining's state
 
     continuous = evaluate(model, vq, data, cfg, device, quantize=False)
     sample = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(cfg.seed))
     sample_x = data.train_x[sample[:max(1, cfg.kmeans_samples // positions_per_example(cfg))]]
-    vq.init_codebook(encode_all(model, data, sample_x, device)[:cfg.kmeans_samples], iters=cfg.kmeans_iters,
-                     seed=cfg.seed, vectors_per_batch=cfg.batch_size * positions_per_example(cfg))
+    embeddings = encode_all(model, data, sample_x, device)[:cfg.kmeans_samples]
+    per_batch = cfg.batch_size * positions_per_example(cfg)
+    if cfg.codebook_init == "kmeans":  # the paper's: every quantizer implements it
+        vq.init_codebook(embeddings, iters=cfg.kmeans_iters, seed=cfg.seed, vectors_per_batch=per_batch)
+    else:  # another initialiser (vqstudy.inits), for the study's own quantizer
+        vq.set_codebook(*inits.initial_codebook(cfg.codebook_init, embeddings, cfg.codebook_size, cfg.seed),
+                        vectors_per_batch=per_batch)
     at_init = evaluate(model, vq, data, cfg, device)
     window.clear()  # losses of autoencoder steps after the last curve point do not belong to the VQ phase
     if cfg.curve_points:
         curve_point(pretrain_steps, "vq")  # the codebook as K-means left it
 
+    loss_weight = adapters.loss_weight(cfg.quantizer, cfg.beta)  # beta for the study's unweighted commitment
+    step_seconds = []  # per VQ step; the median leaves out the steps that measured a curve point
     for i in range(pretrain_steps, cfg.total_steps):
+        step_started = time.perf_counter()
         x = data.to_input(data.train_x[next(stream)].to(device))
         z = model.encode(x)
-        z_q, _, commitment = vq(z)
-        step(F.mse_loss(model.decode(z_q), x) + cfg.beta * commitment, "vq", i)
+        z_q, _, commitment = vq(z)  # an adapter's loss is already weighted as its library module weights it
+        step(F.mse_loss(model.decode(z_q), x) + loss_weight * commitment, "vq", i)
+        step_seconds.append(time.perf_counter() - step_started)
     bar.close()
 
     final = evaluate(model, vq, data, cfg, device)
@@ -439,4 +500,5 @@ def train_here(cfg: Config, progress: bool, pretrained) -> dict:
         "final": {k: final[k] for k in ("embeddings", "labels", "tokens", "counts", "reconstructions") if k in final},
         "curves": curves,
         "seconds": time.perf_counter() - started,
+        "vq_step_seconds": float(torch.tensor(step_seconds).median()) if step_seconds else float("nan"),
     }
