@@ -34,6 +34,7 @@ class Book:
     seconds: float      # wall time of the build
     fork: str           # the forked chapter's name
     forked_files: dict  # path relative to root -> "added" | "changed": what the fork touched
+    library: Path       # vqstudy's sources as they were when the book was built (its chapters' fingerprints)
 
 
 def digests(root: Path) -> dict:
@@ -68,12 +69,19 @@ def smoke_book(tmp_path_factory) -> Book:
     touched = {path: "added" if path not in before else "changed"
                for path in sorted(set(before) | set(after)) if before.get(path) != after.get(path)}
     run_cache = tmp_path_factory.mktemp("smoke-book-runs")
+    # The executed chapters' fingerprints hash the library's sources: take them from a
+    # snapshot, so that a test comparing fingerprints later is not upset by an edit made
+    # to vqstudy/ while the session runs (the code that ran is the code when it started).
+    library = tmp_path_factory.mktemp("smoke-book-library")
+    for path in Path(runner.__file__).parent.glob("*.py"):
+        shutil.copy2(path, library / path.name)
     started = time.perf_counter()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VQSTUDY_RUNS", str(run_cache))
+        mp.setattr(runner, "__file__", str(library / "runner.py"))
         presweep(root, [name for name in runner.executed_notebooks(root) if name != FORK])
         code = runner.build_book("smoke", root=root)  # the fork goes through its own sweep process
-    return Book(root, run_cache, code, time.perf_counter() - started, FORK, touched)
+    return Book(root, run_cache, code, time.perf_counter() - started, FORK, touched, library)
 
 
 def presweep(root: Path, names: list[str]) -> None:
@@ -95,7 +103,11 @@ def presweep(root: Path, names: list[str]) -> None:
 
 
 @pytest.fixture
-def built_book(smoke_book) -> Book:
-    """``smoke_book``, failing the test at once when the build did not succeed."""
+def built_book(smoke_book, monkeypatch) -> Book:
+    """``smoke_book``, failing the test at once when the build did not succeed; the
+    runner fingerprints chapters with the library the book was built with."""
+    from vqstudy import runner
+
     assert smoke_book.code == 0, f"the smoke book did not build (exit code {smoke_book.code}; see the log above)"
+    monkeypatch.setattr(runner, "__file__", str(smoke_book.library / "runner.py"))
     return smoke_book

@@ -14,7 +14,7 @@ import nbformat
 import pytest
 import yaml
 
-from vqstudy import params, runner, sweeps
+from vqstudy import claims, params, runner, sweeps
 from vqstudy.params import REPO_ROOT
 
 
@@ -44,11 +44,15 @@ def test_a_forked_template_is_a_chapter_of_the_whole_smoke_book(built_book):
     assert [(v["claim"], v["profile"], v["notebook"]) for v in recorded["verdicts"]] == [("T", "smoke", name)]
 
     page = (folder / "scorecard.md").read_text()
-    row = page[page.index("* - **T**"):]
-    row = row[:row.index("\n* - ", 1)] if "\n* - " in row[1:] else row
-    assert f"{{doc}}`{name}`" in row and f"{name}.verdict.json" in row and "`smoke`" in row
+    part = page[page.index("**T**"):]  # the fork's verdict, then the chapters after it
+    after = [part.index(f"**{v['claim']}**") for other in runner.executed_notebooks(root)
+             if other != name and (recorded_other := claims.read(folder, other))
+             for v in recorded_other if f"**{v['claim']}**" in part[5:]]
+    entry = part[:min(after, default=len(part))]
+    assert links_to(entry, name) and f"{name}.verdict.json" in entry and "`smoke`" in entry, entry
     summary = (folder / runner.SUMMARY).read_text()
-    assert re.search(rf"\*\*T\*\* [^\n]*\n  - {{doc}}`claims/{name}`", summary), summary
+    line = next(line for line in summary.splitlines() if re.search(r"\*\*T\b", line))  # claim T's line
+    assert links_to(line, f"claims/{name}"), line
 
     html = (root / "_build" / "html" / "book" / "claims" / f"{name}.html").read_text()
     assert "Provenance." in html and "total_steps=60" in html  # the smoke value, in the provenance block
@@ -56,6 +60,11 @@ def test_a_forked_template_is_a_chapter_of_the_whole_smoke_book(built_book):
     assert "How to use this template" not in html  # the template's remove-cell note stays out
     intro = (root / "_build" / "html" / "book" / "intro.html").read_text()
     assert f"claims/{name}.html" in intro  # the introduction's summary links it
+
+
+def links_to(text: str, target: str) -> bool:
+    """Whether ``text`` has a {doc} link to ``target`` (with or without a link text)."""
+    return bool(re.search(r"\{doc\}`(?:[^`<]*<)?" + re.escape(target) + r">?`", text))
 
 
 def documented_commands(program: str) -> list[tuple[str, list[str]]]:

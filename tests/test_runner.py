@@ -196,7 +196,7 @@ def test_an_executed_chapter_is_up_to_date_until_its_sources_change(built_book, 
 
     assert executed_by("quick", only=[first]) == [first]  # another profile is another chapter
 
-    library = shutil.copytree(Path(runner.__file__).parent, tmp_path / "vqstudy")
+    library = shutil.copytree(built_book.library, tmp_path / "vqstudy")  # the library the book was built with
     monkeypatch.setattr(runner, "__file__", str(library / "runner.py"))
     assert executed_by() == []
     (library / "plots.py").write_text((library / "plots.py").read_text() + "\n# a change to a figure\n")
