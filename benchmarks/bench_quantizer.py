@@ -373,7 +373,7 @@ def run(reps: int, quick: bool) -> dict:
     print(f"== {out['run']['cpu']}, {cores} cores, torch on {THREADS} thread, "
           f"load average {out['run']['load_average_start']}")
     print("== the quantizer's share of a C3 training step (conv VQ-VAE, batch 64, D = 16)")
-    out["c3_share"] = c3_share(max(reps, 11))
+    out["c3_share"] = c3_share(max(reps, 21))
     print(f"== quantizer step vs vector_quantize_pytorch.VectorQuantize and the bound (N = {N_STEP}, D = {D})")
     library_ks = [512, 4096] if quick else [512, 4096, 16384]
     ks = library_ks if quick else [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
