@@ -143,7 +143,8 @@ def summary(sections: list[tuple[str, list[Entry]]]) -> str:
     lines = [f"{tally(sections)}; the {{doc}}`claims/scorecard` has the rules and every number.", ""]
     for caption, entries in sections:
         if caption and len(sections) > 1:
-            lines += [f"**{caption}**", ""]
+            held, judged, _ = counts([(caption, entries)])
+            lines += [f"**{caption}** ({held} of {judged} hold)", ""]
         for e in entries:
             if e.verdicts is None:
                 lines.append(f"- {badge(None)} **{e.name}**: no verdict recorded ({chapter_link(e, 'claims/')}).")
