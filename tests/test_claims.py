@@ -61,8 +61,8 @@ def test_c1_holds_on_a_table_where_baseline_collapses_at_large_k():
 @pytest.mark.parametrize("change, broken, name", [
     (("perplexity", "baseline", 512, (10.0, 500.0)), 0, "baseline has the lower perplexity"),
     (("usage", "baseline", 512, (0.95, 0.05)), 1, "baseline has the lower usage"),
-    (("codebook_spread", "baseline", 512, (0.02, 0.9)), 2, "baseline has the lower codebook_spread"),
-    (("mse", "pretrain", 512, (1.5, 2.9)), 3, "pretrain has the lower mse"),
+    (("codebook_spread", "baseline", 512, (0.02, 0.9)), 2, "baseline has the lower codebook spread"),
+    (("mse", "pretrain", 512, (1.5, 2.9)), 3, "pretrain has the lower MSE"),
     (("perplexity", "pretrain", 8, 300.0), 4, "ratio grows with K"),  # ratio 50 at K=8 > 40 at K=512
 ])
 def test_c1_each_condition_fails_alone(change, broken, name):
@@ -231,7 +231,7 @@ def test_checklist_ticks_each_condition_with_its_numbers():
     assert lines[0] == "**C1 does not hold** at profile `smoke`, seeds 0, 1: 4 of 5 conditions hold."
     items = [line for line in lines if line.startswith("- ")]
     assert len(items) == 5
-    crossed = [line for line in items if "pretrain has the lower mse" in line]
+    crossed = [line for line in items if "pretrain has the lower MSE" in line]
     ticked = [line for line in items if line not in crossed]
     assert len({line[2] for line in ticked}) == 1 and crossed[0][2] != ticked[0][2]  # one mark for hold, another for fail
     assert "seed 1: baseline 2.8 vs pretrain 2.9" in crossed[0]

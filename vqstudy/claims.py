@@ -97,6 +97,10 @@ def spearman(x, y) -> float:
     return 0.0 if pd.isna(rho) else float(rho)
 
 
+NAMES = {"perplexity": "perplexity", "usage": "usage", "codebook_spread": "codebook spread", "mse": "MSE",
+         "probe_accuracy": "linear-probe accuracy", "fisher_ratio": "Fisher ratio"}
+
+
 def pct(value: float) -> str:
     return f"{100 * value:.3g}%"
 
@@ -129,7 +133,7 @@ def check_tokens_collapse(df: pd.DataFrame) -> Verdict:
         b, p = at_max[(metric, "baseline")], at_max[(metric, "pretrain")]
         ok = (b < p) if lower == "baseline" else (p < b)
         detail = "; ".join(f"seed {s}: baseline {b[s]:.4g} vs pretrain {p[s]:.4g}" for s in seeds)
-        return Condition(f"K={k_max}: {lower} has the lower {metric} in every seed", bool(ok.all()), detail)
+        return Condition(f"K={k_max}: {lower} has the lower {NAMES[metric]} in every seed", bool(ok.all()), detail)
 
     conditions = [per_seed("perplexity", "baseline"), per_seed("usage", "baseline"),
                   per_seed("codebook_spread", "baseline"), per_seed("mse", "pretrain")]
@@ -210,7 +214,7 @@ def check_embeddings_collapse(df: pd.DataFrame, claim: str = "C2",
         rhos = {s: spearman(widths, [by[(metric, w)][s] for w in widths]) for s in seeds}
         ok = all(sign * r >= TREND_RHO for r in rhos.values())
         word = "rises" if sign > 0 else "falls"
-        return Condition(f"{metric} {word} with width: Spearman ρ {'≥' if sign > 0 else '≤'} "
+        return Condition(f"{NAMES[metric]} {word} with width: Spearman ρ {'≥' if sign > 0 else '≤'} "
                          f"{sign * TREND_RHO:g} in every seed", ok,
                          "; ".join(f"seed {s}: ρ = {r:.2f} ("
                                    + ", ".join(f"{by[(metric, w)][s]:.3g}" for w in widths) + ")"
@@ -238,7 +242,8 @@ def check_embeddings_collapse_v1(df: pd.DataFrame) -> Verdict:
         a, b = by[(metric, w_min)], by[(metric, w_max)]
         ok = (b > a) if direction == "rises" else (b < a)
         detail = "; ".join(f"seed {s}: {a[s]:.4g} -> {b[s]:.4g}" for s in seeds)
-        return Condition(f"{metric} {direction} from width {w_min} to {w_max} in every seed", bool(ok.all()), detail)
+        return Condition(f"{NAMES[metric]} {direction} from width {w_min} to {w_max} in every seed", bool(ok.all()),
+                         detail)
 
     conditions = [change("probe_accuracy", "rises"), change("fisher_ratio", "rises"), change("mse", "falls"),
                   _merge_condition(by, seeds, w_min)]
@@ -296,7 +301,8 @@ def _beats(large: pd.DataFrame, metric: str, better: str) -> Condition:
     b, p = wide["baseline"], wide["pretrain"]
     ok = (p > b) if better == "higher" else (p < b)
     detail = "; ".join(f"K={k} seed {s}: baseline {b[(k, s)]:.4g} vs pretrain {p[(k, s)]:.4g}" for k, s in b.index)
-    return Condition(f"pretrain's {metric} is {better} at every K ≥ {LARGE_K} in every seed", bool(ok.all()), detail)
+    return Condition(f"pretrain's {NAMES[metric]} is {better} at every K ≥ {LARGE_K} in every seed", bool(ok.all()),
+                     detail)
 
 
 def _pretrain_falls(mse: pd.DataFrame) -> Condition:
@@ -309,9 +315,10 @@ def _pretrain_falls(mse: pd.DataFrame) -> Condition:
 def _baseline_flat(mse: pd.DataFrame) -> tuple[Condition, float]:
     ks = mse.index.tolist()
     gain = float(1 - mse["baseline"].iloc[-1] / mse["baseline"].iloc[0])
+    detail = (f"{gain:.1%} lower; " if len(ks) > 1 else f"only one K ≥ {LARGE_K} in the sweep; ") + \
+        ", ".join(f"K={k}: {v:.4g}" for k, v in mse["baseline"].items())
     return Condition(f"baseline's MSE stops improving: less than 2% lower at K={ks[-1]} than at K={ks[0]}",
-                     bool(len(ks) > 1 and gain < 0.02),
-                     f"{gain:.1%} lower; " + ", ".join(f"K={k}: {v:.4g}" for k, v in mse["baseline"].items())), gain
+                     bool(len(ks) > 1 and gain < 0.02), detail), gain
 
 
 def _c3_numbers(df: pd.DataFrame, mse: pd.DataFrame) -> dict:
@@ -357,8 +364,9 @@ def check_baseline_stops_improving(df: pd.DataFrame) -> Verdict:
     mse = seed_means(large, "codebook_size", "mse")
     condition, gain = _baseline_flat(mse)
     numbers = _c3_numbers(df, mse)
-    headline = (f"Baseline's test MSE still falls {pct(gain)} from K = {LARGE_K} to K = {numbers['k_max']} "
-                f"(pretrain's: {pct(numbers['pretrain_mse_gain'])}).")
+    headline = (f"Baseline's test MSE falls {pct(gain)} from K = {LARGE_K} to K = {numbers['k_max']} "
+                f"(pretrain's: {pct(numbers['pretrain_mse_gain'])})." if len(mse) > 1 else
+                f"Not judged: the sweep has only one K ≥ {LARGE_K}.")
     return Verdict("C3b", title, C3B_RULE, [condition], numbers, statement=C3B_CLAIM, headline=headline,
                    seeds=sorted(df.seed.unique().tolist()))
 
