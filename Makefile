@@ -22,12 +22,9 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Not a test: timings vs vector-quantize-pytorch and scikit-learn, measured into book/performance_results.json,
-# then rendered into the book's Performance page (tables and figure).
-$(VENV)/.installed-bench: $(VENV)/.installed
-	$(PY) -m pip install --quiet -e ".[test,bench]"
-	touch $@
-
-bench: $(VENV)/.installed-bench
+# then rendered into the book's Performance page (tables and figure). vector-quantize-pytorch is a
+# regular dependency (the fixes chapter uses it too).
+bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_quantizer.py --book $(BENCH_ARGS)
 	$(PY) benchmarks/render_performance.py
 
