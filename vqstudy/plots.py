@@ -46,6 +46,15 @@ LABELS = {
 # Fractions, shown as percentages: ticks in % on figures, values times 100 under a "(%)"
 # header in tables.
 PERCENT = {"usage", "probe_accuracy"}
+# The per-example metrics (chapters cifar10_capacity and token_probe; vqstudy.metrics.token_probes).
+LABELS.update({"pooled_probe_accuracy": "linear-probe accuracy (per image)",
+               "pooled_fisher_ratio": "Fisher ratio (per image)",
+               "pooled_effective_rank": "effective rank (per image)",
+               "pooled_silhouette": "silhouette (per image)",
+               "probe_token_accuracy": "probe on the tokens",
+               "probe_quantized_accuracy": "probe on the token vectors",
+               "probe_embedding_accuracy": "probe on the embeddings"})
+PERCENT |= {"pooled_probe_accuracy", "probe_token_accuracy", "probe_quantized_accuracy", "probe_embedding_accuracy"}
 # Short names for the columns a table is grouped by.
 KEY_LABELS = {"codebook_size": "K"}
 
@@ -278,6 +287,32 @@ def latent_row(results: list[tuple[str, dict]], when: str = "final", share: bool
     return fig
 
 
+def latent_grid(results: list[tuple[str, dict]], when: str = "final", columns: int = 4, share: bool = True,
+                max_points: int = 2000) -> plt.Figure:
+    """Latent spaces in rows of ``columns`` panels, one per (title, run result) (many
+    methods side by side); on the same axes unless ``share`` is False (then each panel's
+    own ticks give its scale)."""
+    rows = math.ceil(len(results) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.0 * columns, 3.1 * rows + 0.5), squeeze=False,
+                             sharex=share, sharey=share, layout="constrained")
+    for ax, (title, r) in zip(axes.ravel(), results):
+        latent_panel(ax, r[when], title, max_points)
+    for ax in axes.ravel()[len(results):]:
+        ax.axis("off")
+    if share:
+        xlim, ylim = extent([p for _, r in results for p in embeddings_and_tokens(r[when], max_points)])
+        for ax in axes.ravel()[:len(results)]:
+            ax.set_xlim(xlim)
+            ax.set_ylim(ylim)
+    for ax in axes[-1]:
+        ax.set_xlabel("latent dimension 1")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("latent dimension 2")
+    fig.legend(handles=token_legend(), loc="outside upper center", ncol=2, frameon=False, fontsize=9,
+               title="dots: evaluation embeddings, coloured by class")
+    return fig
+
+
 # --- metrics against a swept parameter, and over training ------------------------------
 
 def metrics_against(df: pd.DataFrame, x: str, metrics: list[str], log2: bool = True,
@@ -327,6 +362,49 @@ def training_curves(curves: pd.DataFrame, metrics: list[str], labels: dict | Non
         set_scale(ax, data[metric], percent=metric in PERCENT)
         ax.set_ylabel(label(metric, labels))
         ax.set_xlabel("training step")
+    figure_legend(fig, axes)
+    return fig
+
+
+def runs_scatter(df: pd.DataFrame, x: str, ys: list[str], hue: str, style: str | None = None,
+                 labels: dict | None = None, log_x: bool = False) -> plt.Figure:
+    """One point per run: each of ``ys`` against ``x`` (a property of the run against
+    what it led to), coloured by ``hue`` and shaped by ``style``; ``log_x`` for a
+    property that spans decades (negative values are not allowed there)."""
+    fig, axes = plt.subplots(1, len(ys), figsize=(4.2 * len(ys), 3.8), squeeze=False, layout="constrained")
+    for ax, y in zip(axes[0], ys):
+        sns.scatterplot(data=df, x=x, y=y, hue=hue, style=style, s=40, ax=ax)
+        if log_x:
+            ax.set_xscale("log")
+        set_scale(ax, df[y], percent=y in PERCENT)
+        ax.set_xlabel(label(x, labels))
+        ax.set_ylabel(label(y, labels))
+    figure_legend(fig, axes)
+    return fig
+
+
+def representations_against(df: pd.DataFrame, x: str, columns: list[str], labels: dict | None = None,
+                            chance: float | None = None, log2: bool = True, panel: str = "regime") -> plt.Figure:
+    """One panel per regime (``panel``), one line per representation: the same probe's
+    accuracy on each of ``columns`` against ``x`` (mean over seeds, band of one standard
+    deviation), on one shared axis in percent, the chance level dashed. What
+    quantization keeps of what the continuous embeddings carry, read across a panel."""
+    names = [label(c, labels) for c in columns]
+    long = df.melt(id_vars=[x, panel, "seed"], value_vars=columns, var_name="representation", value_name="accuracy")
+    long["representation"] = long["representation"].map(dict(zip(columns, names)))
+    values = sorted(long[panel].unique())
+    fig, axes = plt.subplots(1, len(values), figsize=(4.2 * len(values), 3.6), squeeze=False, sharey=True,
+                             layout="constrained")
+    for ax, value in zip(axes[0], values):
+        sns.lineplot(data=long[long[panel] == value], x=x, y="accuracy", hue="representation", hue_order=names,
+                     marker="o", errorbar="sd", ax=ax)
+        if chance is not None:
+            ax.axhline(chance, color="0.35", linestyle="--", linewidth=1, label="chance")
+        set_scale(ax, long.accuracy, percent=True)
+        swept_axis(ax, long[x], log2)
+        ax.set_title(f"{label(panel, labels)}: {value}", fontsize=10, color=REGIME_COLORS.get(value, "black"))
+        ax.set_xlabel(label(x, labels))
+        ax.set_ylabel("held-out probe accuracy")
     figure_legend(fig, axes)
     return fig
 
