@@ -142,8 +142,8 @@ class Chapter:
         for v in verdicts:
             prefix = v.claim.lower()
             glue(f"{prefix}_verdict", v.outcome, display=False)
-            for key, value in v.numbers.items():
-                glue(f"{prefix}_{key}", value, display=False)
+            for key, value in v.numbers.items():  # numpy scalars as Python numbers, so {glue:text}`x:.1%` formats
+                glue(f"{prefix}_{key}", value.item() if hasattr(value, "item") else value, display=False)
             display(Markdown(v.checklist()))
 
     def provenance(self) -> None:
