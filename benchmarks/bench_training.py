@@ -41,7 +41,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -60,6 +59,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "bench_training.json"
 LATENT, WIDTH, BATCH, LR, WD, BETA = 16, 32, 64, 0.002, 1e-4, 0.25
 TOTAL_STEPS, PRETRAIN_STEPS, EVAL_BATCH = 1000, 500, 512
 KMEANS_SAMPLES, KMEANS_ITERS = 20000, 10
+CURVE_POINTS, CURVE_EXAMPLES = 20, 512  # training-curve evaluations per run, on this many test images
 KS = (512, 8192)
 SWEEP_KS = (32, 128, 512, 2048, 8192)
 STEPS_PER_CALL = 5  # training steps per timed call (a step is tens of ms)
@@ -444,9 +444,13 @@ def bench_procs(reps: int, steps: int = 100) -> dict:
 def bench_full(ks) -> dict:
     """Real ``training.train`` runs of the C3 quick config, each phase timed by wrapping
     ``training.evaluate`` and ``VectorQuantizer.init_codebook`` (training.py unchanged)."""
-    from vqstudy import experiments, training
+    from vqstudy import training
 
-    base = experiments.configs_for("cifar10_scaling", "quick")[0]
+    base = training.Config(data="cifar10", model="conv", latent_dim=LATENT, hidden=WIDTH, total_steps=TOTAL_STEPS,
+                           pretrain_steps=PRETRAIN_STEPS, batch_size=BATCH, lr=LR, kmeans_iters=KMEANS_ITERS,
+                           kmeans_samples=KMEANS_SAMPLES, keep_embeddings=0, keep_reconstructions=16)
+    if hasattr(base, "curve_points"):
+        base = base.replace(curve_points=CURVE_POINTS, curve_examples=CURVE_EXAMPLES)
     out = {}
     evaluate, init_codebook = training.evaluate, Q.VectorQuantizer.init_codebook
     for regime in ("baseline", "pretrain"):
@@ -464,7 +468,7 @@ def bench_full(ks) -> dict:
 
             training.evaluate = timing(evaluate, "evaluate")
             Q.VectorQuantizer.init_codebook = timing(init_codebook, "init_codebook")
-            training._PRETRAINED.clear()  # every pretrain run pays its pretraining here
+            getattr(training, "_PRETRAINED", {}).clear()  # every pretrain run pays its pretraining here
             try:
                 r = training.train(base.replace(regime=regime, codebook_size=k, seed=0))
             finally:
@@ -484,6 +488,8 @@ def estimate(res: dict) -> dict:
     Between the measured K = 512 and 8192, linear in log K; K = 32 and 128 taken as 512
     (the quantizer is a small part there, so slightly high).
 
+    Each run also measures ``CURVE_POINTS`` training-curve points on ``CURVE_EXAMPLES``
+    test images (training.py's curves; cost scaled from a full pass by the image count).
     Scenarios: "today" (the model before, training.py as it is); "model" (the committed
     model, training.py as it is); "recommended" (also: fused AdamW, the evaluation batch
     and mode measured fastest, and one continuous evaluation per seed and regime instead
@@ -497,9 +503,10 @@ def estimate(res: dict) -> dict:
     def at(k, v512, v8192):
         return v512 if k <= 512 else v512 + (v8192 - v512) * (math.log2(k) - 9) / 4
 
-    best_batch = min((128, 512), key=lambda b: sum(es[f"{kind}/now/b{b}/no_grad"] for kind in ("continuous", "K512", "K8192")))
-    mode = "inference_mode" if es[f"K512/now/b{best_batch}/inference_mode"] < es[f"K512/now/b{best_batch}/no_grad"] \
-        else "no_grad"
+    kinds = ("continuous", "K512", "K8192")
+    best_batch = min((128, 512), key=lambda b: sum(es[f"{kind}/now/b{b}/no_grad"] for kind in kinds))
+    faster = es[f"K512/now/b{best_batch}/inference_mode"] < es[f"K512/now/b{best_batch}/no_grad"]
+    mode = "inference_mode" if faster else "no_grad"
     mode_factor = es[f"K512/now/b{best_batch}/{mode}"] / es[f"K512/now/b{best_batch}/no_grad"]
     scenarios = {
         "today": dict(model="before", batch=512, mode_factor=1.0, saving=0.0, shared_continuous=False),
@@ -507,8 +514,8 @@ def estimate(res: dict) -> dict:
         "recommended": dict(model="now", batch=best_batch, mode_factor=mode_factor, saving=fused_saving,
                             shared_continuous=True),
     }
-    kmeans = {k: at(k, ks[f"K512 kmeans (++ and {KMEANS_ITERS} iters)"], ks[f"K8192 kmeans (++ and {KMEANS_ITERS} iters)"])
-              for k in SWEEP_KS}
+    km_name = f"kmeans (++ and {KMEANS_ITERS} iters)"
+    kmeans = {k: at(k, ks[f"K512 {km_name}"], ks[f"K8192 {km_name}"]) for k in SWEEP_KS}
     out = {"recommended_eval": {"batch": best_batch, "mode": mode}, "fused_adamw_saving_s_per_step": fused_saving}
     for name, s in scenarios.items():
         m, b = s["model"], s["batch"]
@@ -518,15 +525,23 @@ def estimate(res: dict) -> dict:
                 return es[f"continuous/{m}/b{b}/no_grad"] * s["mode_factor"]
             return at(k, es[f"K512/{m}/b{b}/no_grad"], es[f"K8192/{m}/b{b}/no_grad"]) * s["mode_factor"]
 
-        def run(k, regime, pretraining=True):
+        ae_points = CURVE_POINTS * PRETRAIN_STEPS // TOTAL_STEPS  # curve points during pretraining (no quantizer)
+        pretraining = ((sps[f"ae/{m}"] - s["saving"]) * PRETRAIN_STEPS
+                       + ae_points * CURVE_EXAMPLES / 10000 * ev_cost("continuous"))
+
+        def run(k, regime, with_pretraining=True):
             vq_step = at(k, sps[f"vq512/{m}"], sps[f"vq8192/{m}"]) - s["saving"]
-            ae = (sps[f"ae/{m}"] - s["saving"]) * PRETRAIN_STEPS if regime == "pretrain" and pretraining else 0.0
-            n_vq = TOTAL_STEPS - (PRETRAIN_STEPS if regime == "pretrain" else 0)
-            return ae + n_vq * vq_step + ev_cost("continuous") + 2 * ev_cost("K", k) + kmeans[k]
+            n_vq, vq_points = TOTAL_STEPS, CURVE_POINTS
+            pre = 0.0
+            if regime == "pretrain":
+                n_vq, vq_points = TOTAL_STEPS - PRETRAIN_STEPS, CURVE_POINTS - ae_points
+                pre = pretraining if with_pretraining else 0.0
+            curve = vq_points * CURVE_EXAMPLES / 10000 * ev_cost("K", k)
+            return pre + n_vq * vq_step + ev_cost("continuous") + 2 * ev_cost("K", k) + kmeans[k] + curve
 
         per_run = {f"{regime}/K{k}": run(k, regime) for regime in ("baseline", "pretrain") for k in KS}
-        sweep = 3 * sum(run(k, "baseline") + run(k, "pretrain", pretraining=False) for k in SWEEP_KS)
-        sweep += 3 * (sps[f"ae/{m}"] - s["saving"]) * PRETRAIN_STEPS
+        sweep = 3 * sum(run(k, "baseline") + run(k, "pretrain", with_pretraining=False) for k in SWEEP_KS)
+        sweep += 3 * pretraining
         if s["shared_continuous"]:  # 2 continuous evaluations per seed instead of 10
             sweep -= 3 * 8 * ev_cost("continuous")
         procs = res.get("procs", {})
@@ -554,7 +569,8 @@ def report(res: dict) -> str:
         c = s["compile"]
         parts.append(table("(a) torch.compile first-call cost, s", ["what", "s"], [[k, v] for k, v in c.items()]))
         for name, rows in s["profile"].items():
-            parts.append(table(f"(a) profile of a {name} step (self ms per step)", ["op", "shapes", "ms", "share"], rows))
+            parts.append(table(f"(a) profile of a {name} step (self ms per step)", ["op", "shapes", "ms", "share"],
+                               rows))
     if "eval" in res:
         parts.append(table("(b) one evaluation pass over 10000 test images, s", ["variant", "s"],
                            [[k, v] for k, v in res["eval"]["seconds"].items()]))
@@ -584,10 +600,12 @@ def report(res: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description="Where the time of one C3 training run goes, at one torch thread, "
+                                                 "and what makes it faster on CPU (see the module docstring).")
     parser.add_argument("--reps", type=int, default=7, help="interleaved rounds per measurement")
     parser.add_argument("--only", default="steps,eval,kmeans,procs",
-                        help="comma-separated sections: steps, eval, kmeans, procs (others kept from the last JSON)")
+                        help="comma-separated sections: steps, eval, kmeans, procs; the JSON keeps the others' last "
+                             "results (none: only --full, or only re-print)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--full", action="store_true", help="also time real training.train runs (minutes)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
@@ -608,27 +626,32 @@ def main() -> None:
            "clock": args.clock,
            "load_average_before": load_average()}
     started = time.perf_counter()
-    if "steps" in sections:
-        res["steps"] = bench_steps(args.reps, tx, not args.no_compile)
-    if "eval" in sections:
-        res["eval"] = bench_eval(max(3, args.reps // 2), ex, ey)
-    if "kmeans" in sections:
-        res["kmeans"] = bench_kmeans(args.reps, tx)
-    if "procs" in sections:
-        res["procs"] = bench_procs(args.reps)
-    if args.full:
-        res["full"] = bench_full(KS)
+    benches = {"steps": lambda: bench_steps(args.reps, tx, not args.no_compile),
+               "eval": lambda: bench_eval(max(3, args.reps // 2), ex, ey),
+               "kmeans": lambda: bench_kmeans(args.reps, tx),
+               "procs": lambda: bench_procs(args.reps),
+               "full": lambda: bench_full(KS)}
+    measured = {}  # per section: when, under what load, with which clock
+    for name, bench in benches.items():
+        if name in sections or (name == "full" and args.full):
+            before = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "load_before": load_average(),
+                      "clock": "wall" if name in ("procs", "full") else args.clock}
+            res[name] = bench()
+            measured[name] = {**before, "load_after": load_average()}
     res["load_average_after"] = load_average()
     res["seconds"] = time.perf_counter() - started
     if RESULTS.exists():  # keep the sections this run did not measure
         old = json.loads(RESULTS.read_text())
-        res = {**{k: v for k, v in old.items() if k in ("steps", "eval", "kmeans", "procs", "full")}, **res}
+        measured = {**old.get("measured", {}), **measured}
+        res = {**{k: v for k, v in old.items() if k in benches}, **res}
+    res["measured"] = measured
     res["estimate"] = estimate(res)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(res, indent=1, default=float))
     print(report(res))
-    print(f"\nwritten {RESULTS.relative_to(ROOT)}; load average {res['load_average_before']} -> "
-          f"{res['load_average_after']}; {res['seconds']:.0f} s")
+    print("\nsections measured: " + "; ".join(f"{k} {v['date']} ({v['clock']} clock, load {v['load_before'][0]} -> "
+                                               f"{v['load_after'][0]})" for k, v in res["measured"].items()))
+    print(f"written {RESULTS.relative_to(ROOT)}; {res['seconds']:.0f} s")
 
 
 if __name__ == "__main__":
