@@ -59,8 +59,8 @@ class ConvAutoencoder(nn.Module):
     the quantizer, whose tokens are contiguous, and the encoder never did). oneDNN's
     channels-last kernels are the faster ones at one thread, most of all for the last,
     3-channel transposed convolution, and no activation is converted between layouts:
-    ``benchmarks/bench_training.py`` measured an autoencoder step 5-18% faster, a VQ step
-    about 3% and an evaluation pass without the quantizer 15%. Not measured on a GPU, so
+    ``benchmarks/bench_training.py`` measured an autoencoder step 5-8% faster, a VQ step
+    1-5% and an evaluation pass without the quantizer 13-15%. Not measured on a GPU, so
     there the layout stays as it was. The weights keep theirs (converting them measured
     no faster), so parameters, initialisation and ``state_dict`` are those of the plain
     NCHW model; outputs agree with it to float rounding. ReLUs whose input nothing else
