@@ -29,10 +29,8 @@ import datetime
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,6 +40,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from timing import interleaved  # noqa: E402  (benchmarks/timing.py)
 from vqstudy import quantizer as Q  # noqa: E402
 from vqstudy.cifar10 import normalize  # noqa: E402
 from vqstudy.models import ConvAutoencoder  # noqa: E402
@@ -59,28 +58,7 @@ C3 = {"batch": 64, "latent_dim": 16, "width": 32, "lr": 0.002, "weight_decay": 1
       "codebook_sizes": [32, 128, 512, 2048, 8192], "kmeans_samples": 20000, "kmeans_iters": 10}
 
 
-# ---------------------------------------------------------------- timing helpers
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def interleaved(fns: dict, reps: int) -> dict:
-    """Median seconds of each function: one warm-up call each, then ``reps`` rounds
-    that call every function once, so that noise from other processes falls on all;
-    the order reverses every round, so that what one call leaves behind falls on each
-    alike."""
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    names = list(fns)
-    for r in range(reps):
-        for name in (names if r % 2 == 0 else names[::-1]):
-            times[name].append(timed(fns[name]))
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
+# ---------------------------------------------------------------- timing helpers (and benchmarks/timing.py)
 
 @contextmanager
 def torch_threads(n: int):

@@ -49,6 +49,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import timing  # noqa: E402  (benchmarks/timing.py)
 from vqstudy import cifar10, metrics  # noqa: E402
 from vqstudy import quantizer as Q  # noqa: E402
 from vqstudy.models import ConvAutoencoder  # noqa: E402
@@ -71,23 +72,12 @@ CLOCK = time.perf_counter  # --clock cpu: time.process_time, this process's CPU 
 
 
 def timed(fn) -> float:
-    start = CLOCK()
-    fn()
-    return CLOCK() - start
+    return timing.timed(fn, CLOCK)
 
 
 def interleaved(fns: dict, reps: int, warmup: int = 1) -> dict:
-    """Median seconds of each function: ``warmup`` calls each, then ``reps`` rounds that
-    call every function once, the order reversing every round."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times = {name: [] for name in fns}
-    names = list(fns)
-    for r in range(reps):
-        for name in (names if r % 2 == 0 else names[::-1]):
-            times[name].append(timed(fns[name]))
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    """benchmarks/timing.py's interleaved medians on this script's clock (--clock)."""
+    return timing.interleaved(fns, reps, warmup, CLOCK)
 
 
 def load_average() -> list[float]:
@@ -457,7 +447,7 @@ def bench_full(ks) -> dict:
         for k in ks:
             spent = {"evaluate": 0.0, "init_codebook": 0.0}
 
-            def timing(fn, name):
+            def clocked(fn, name):
                 def wrapped(*a, **kw):
                     t0 = time.perf_counter()
                     try:
@@ -466,8 +456,8 @@ def bench_full(ks) -> dict:
                         spent[name] += time.perf_counter() - t0
                 return wrapped
 
-            training.evaluate = timing(evaluate, "evaluate")
-            Q.VectorQuantizer.init_codebook = timing(init_codebook, "init_codebook")
+            training.evaluate = clocked(evaluate, "evaluate")
+            Q.VectorQuantizer.init_codebook = clocked(init_codebook, "init_codebook")
             getattr(training, "_PRETRAINED", {}).clear()  # every pretrain run pays its pretraining here
             try:
                 r = training.train(base.replace(regime=regime, codebook_size=k, seed=0))
