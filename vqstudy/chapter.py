@@ -126,6 +126,10 @@ class Chapter:
         them before executing the notebook) or trained now."""
         if self.sweep is None:
             raise RuntimeError("call ch.parameters() before ch.runs()")
+        missing = sum(not run_cache.run_path(cfg).exists() for cfg in self.sweep.configs)
+        if missing:  # said in the chapter: a book build trains in its sweep step, never here
+            print(f"{missing} of {len(self.sweep.configs)} runs are not in the run cache {run_cache.cache_dir()} "
+                  f"(code version {run_cache.code_version()}): training them now")
         self.results = run_cache.run_all(self.sweep.configs, desc=f"{self.sweep.notebook} runs")
         return RunSet(self.sweep.points, self.results)
 
