@@ -1,6 +1,7 @@
 """Command line: ``python -m vqstudy {book,sweep,parameters,fetch-data,clean-runs} ...`` (``--help`` on each)."""
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -88,6 +89,7 @@ def sweep_command(notebook: str, profile: str, scheduler: str | None, workers: i
     print(f"{name} at {profile}: {len(configs)} runs, {cached} in the cache; computing the rest on {where}",
           flush=True)
     started = time.perf_counter()
+    signal.signal(signal.SIGTERM, interrupt)  # stopped by `make book` or a scheduler: stop the workers too
     try:
         runs.run_all(configs, desc=name, scheduler=scheduler, workers=workers)
     except runs.SweepFailed as exc:
@@ -99,6 +101,10 @@ def sweep_command(notebook: str, profile: str, scheduler: str | None, workers: i
     print(f"{len(configs)} runs: {cached} from the cache, {len(configs) - cached} computed, "
           f"in {time.perf_counter() - started:.0f} s; run cache {runs.cache_dir()}", flush=True)
     return 0
+
+
+def interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def parameters_command(notebook: str, write: bool) -> int:

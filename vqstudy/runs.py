@@ -25,6 +25,8 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -292,8 +294,17 @@ def sharing_order(configs: list[Config]) -> tuple[list[Config], dict]:
 
 
 def _worker_started() -> None:
-    """Worker processes leave Ctrl-C to the parent, which stops them."""
+    """Worker processes leave Ctrl-C to the parent, which stops them; and a worker whose
+    parent is gone (killed: no chance to stop it) exits instead of training on for no one."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def exit_when_orphaned():
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=exit_when_orphaned, daemon=True).start()
 
 
 def _run_in_processes(configs, use_cache, progress, bar, workers, scheduler):
