@@ -91,11 +91,28 @@ def header(name: str, labels: dict | None = None) -> str:
 
 
 def number(x: float, digits: int = 3) -> str:
-    """``x`` with ``digits`` significant digits, never in scientific notation: 0.000123,
-    0.908, 16.4, 738, 1024; a whole number (a count) without decimals."""
+    """``x`` with ``digits`` significant digits: 0.000123, 0.908, 16.4, 738, 1024; a whole
+    number (a count) without decimals. Below :data:`TINY` (where fixed notation would be a
+    run of zeros wider than a table column) as a power of ten: 3.39×10⁻⁸."""
     if not np.isfinite(x):
         return "—"
+    if x != 0 and abs(x) < TINY:
+        mantissa, exponent = power_of_ten(x)
+        return f"{mantissa:.{digits - 1}f}×10{superscript(exponent)}"
     return str(int(x)) if float(x).is_integer() else f"{x:.{decimals(x, digits)}f}"
+
+
+TINY = 1e-4
+
+
+def power_of_ten(x: float) -> tuple[float, int]:
+    """``x`` as ``mantissa × 10^exponent`` with 1 ≤ |mantissa| < 10."""
+    exponent = math.floor(math.log10(abs(x)))
+    return x / 10 ** exponent, exponent
+
+
+def superscript(n: int) -> str:
+    return str(n).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))
 
 
 def decimals(x: float, digits: int = 3) -> int:
@@ -107,10 +124,14 @@ def decimals(x: float, digits: int = 3) -> int:
 
 def mean_sd(mean: float, sd: float, n: int) -> str:
     """``mean ± sd`` in one unbreakable cell, the spread to the mean's last digit (one
-    significant digit when that would round it to 0); the mean alone when ``n`` is 1."""
+    significant digit when that would round it to 0); the mean alone when ``n`` is 1. A
+    tiny mean shares its power of ten with the spread: (3.39 ± 0.15)×10⁻⁸."""
     shown = number(mean)
     if n < 2 or not np.isfinite(sd):
         return shown
+    if mean != 0 and abs(mean) < TINY:
+        mantissa, exponent = power_of_ten(mean)
+        return f"({mean_sd(mantissa, sd / 10 ** exponent, n)})×10{superscript(exponent)}"
     places = 0 if float(mean).is_integer() else decimals(mean)
     if sd > 0 and round(sd, places) == 0:
         places = decimals(sd, 1)
