@@ -288,31 +288,12 @@ def latent_space(results: dict, k: int, max_points: int = 2000) -> plt.Figure:
     return fig
 
 
-def latent_row(results: list[tuple[str, dict]], when: str = "final", share: bool = True,
-               max_points: int = 2000) -> plt.Figure:
-    """Latent spaces side by side, one panel per (title, run result), on the same axes
-    unless ``share`` is False."""
-    fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.6), squeeze=False,
-                             sharex=share, sharey=share, layout="constrained")
-    for ax, (title, r) in zip(axes[0], results):
-        latent_panel(ax, r[when], title, max_points)
-        ax.set_xlabel("latent dimension 1")
-    axes[0, 0].set_ylabel("latent dimension 2")
-    if share:
-        xlim, ylim = extent([p for _, r in results for p in embeddings_and_tokens(r[when], max_points)])
-        for ax in axes[0]:
-            ax.set_xlim(xlim)
-            ax.set_ylim(ylim)
-    fig.legend(handles=token_legend(), loc="outside upper center", ncol=2, frameon=False, fontsize=9,
-               title="dots: evaluation embeddings, coloured by class")
-    return fig
-
-
-def latent_grid(results: list[tuple[str, dict]], when: str = "final", columns: int = 4, share: bool = True,
-                max_points: int = 2000) -> plt.Figure:
-    """Latent spaces in rows of ``columns`` panels, one per (title, run result) (many
-    methods side by side); on the same axes unless ``share`` is False (then each panel's
-    own ticks give its scale)."""
+def latent_grid(results: list[tuple[str, dict]], when: str = "final", columns: int | None = 4,
+                share: bool = True, max_points: int = 2000) -> plt.Figure:
+    """Latent spaces in rows of ``columns`` panels (``None``: one row), one per (title, run
+    result); on the same axes unless ``share`` is False (then each panel's own ticks give
+    its scale)."""
+    columns = columns or len(results)
     rows = math.ceil(len(results) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.0 * columns, 3.1 * rows + 0.5), squeeze=False,
                              sharex=share, sharey=share, layout="constrained")

@@ -127,14 +127,10 @@ class Config:
             bad("codebook_init", f"'kmeans' for quantizer={self.quantizer!r} (the other initialisers set the "
                                  f"codebook of the study's own quantizer, {adapters.STUDY!r})")
         for name in ("seed", "kmeans_iters", "keep_embeddings", "train_subset", "eval_subset", "pretrain_steps",
-                     "curve_points"):
+                     "curve_points", "pooled_separability", "token_probes"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 bad(name, "a non-negative integer")
-        for name in ("pooled_separability", "token_probes"):  # how many evaluation examples; 0: off
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                bad(name, "a non-negative integer (0: off)")
         if not 0 <= self.keep_reconstructions <= 512:
             bad("keep_reconstructions", "an integer in 0..512")
         if self.regime == "pretrain" and not 0 < self.pretrain_steps < self.total_steps:
@@ -354,10 +350,10 @@ def per_example_metrics(rows: list, cfg: Config, num_tokens: int) -> dict:
 # (total_steps is not among them: the training curve's points during pretraining are
 # placed over the whole schedule.)
 NOT_IN_PRETRAINING = ("regime", "codebook_size", "beta", "decay", "kmeans_iters", "kmeans_samples",
-                      "keep_embeddings", "keep_reconstructions")
-NOT_IN_PRETRAINING += ("quantizer",)  # the quantizer is built before pretraining but takes no part in it
-NOT_IN_PRETRAINING += ("codebook_init",)  # the codebook starts after pretraining
-NOT_IN_PRETRAINING += ("pooled_separability", "token_probes")  # measured after VQ starts, never in pretraining
+                      "keep_embeddings", "keep_reconstructions",
+                      "quantizer",  # built before pretraining, but takes no part in it
+                      "codebook_init",  # the codebook starts after pretraining
+                      "pooled_separability", "token_probes")  # measured after quantization starts
 
 
 def pretrain_key(cfg: Config) -> str:
