@@ -25,6 +25,7 @@ into the Performance page's tables and figure.
 """
 
 import argparse
+import copy
 import datetime
 import json
 import os
@@ -226,6 +227,46 @@ def search_paths(cases: list[tuple[int, int, int]], reps: int) -> list[dict]:
     return rows
 
 
+def subnormal_search(steps: int, reps: int, k: int = 8192, d: int = 16, n: int = 4096, in_use: int = 1500) -> dict:
+    """Issue 27: the nearest-token search after ``steps`` EMA updates in which only
+    at most ``in_use`` of ``k`` tokens are ever chosen (the rest decay by 0.99 a step), with the
+    quantizer as it is ("after": statistics below the smallest normal float flushed to
+    zero) and with the flush switched off ("before": the update as it was), next to a
+    fresh codebook; C3's largest K and latent dimension, one C3 batch of rows."""
+    g = torch.Generator().manual_seed(4)
+    fresh = Q.VectorQuantizer(k, d, decay=DECAY)
+    fresh.set_codebook(torch.randn(k, d, generator=g), vectors_per_batch=n)
+    rows = torch.randn(n, d, generator=g)
+    idx = torch.randint(in_use, (n,), generator=g)
+    in_use = int(idx.unique().numel())  # the same rows every step: tokens not drawn here are never chosen
+
+    def decayed(flush: bool) -> torch.Tensor:
+        vq = copy.deepcopy(fresh)
+        original = Q.flush_subnormal_
+        Q.flush_subnormal_ = original if flush else (lambda x: x)
+        try:
+            for _ in range(steps):
+                vq.ema_update(rows, idx)
+        finally:
+            Q.flush_subnormal_ = original
+        return vq.codebook.clone()
+
+    codebooks = {"fresh": fresh.codebook.clone(), "before": decayed(False), "after": decayed(True)}
+    z = torch.randn(n, d, generator=g)
+    t = interleaved({name: (lambda c=c: Q.nearest_token(z, c)) for name, c in codebooks.items()}, reps)
+    tiny = torch.finfo(torch.float32).tiny
+    row = {"K": k, "D": d, "N": n, "steps": steps, "tokens_in_use": in_use,
+           **{f"{name}_ms": 1e3 * t[name] for name in codebooks},
+           **{f"{name}_subnormal_tokens": int(((c != 0) & (c.abs() < tiny)).any(1).sum())
+              for name, c in codebooks.items()},
+           "before_vs_fresh": t["before"] / t["fresh"], "after_vs_fresh": t["after"] / t["fresh"]}
+    print(f"  after {steps} EMA steps, {k - in_use} of {k} tokens never chosen: fresh {row['fresh_ms']:.1f} ms, "
+          f"before the fix {row['before_ms']:.1f} ms ({row['before_subnormal_tokens']} tokens subnormal), "
+          f"after {row['after_ms']:.1f} ms ({row['after_subnormal_tokens']}): after / fresh "
+          f"{row['after_vs_fresh']:.2f}x", flush=True)
+    return row
+
+
 # ---------------------------------------------------------------- memory
 
 def resident_mb(field: str) -> float:
@@ -359,6 +400,8 @@ def run(reps: int, quick: bool) -> dict:
     print("== nearest-token search: tiled two-stage argmin vs plain chunked argmin")
     cases = [(4096, k, C3["latent_dim"]) for k in C3["codebook_sizes"]] + [(N_STEP, 512, D), (N_STEP, 16384, D)]
     out["search_paths"] = search_paths(cases, max(reps, 11))
+    print("== nearest-token search after 12000 EMA steps with dead tokens (subnormal statistics, issue 27)")
+    out["subnormal_search"] = subnormal_search(2000 if quick else 12000, max(reps, 11))
     print("== peak resident memory of one step (fresh process each)")
     out["memory"] = memory([("ours", 16384), ("library", 16384)] if quick else
                            [("ours", 16384), ("ours", 65536), ("library", 16384)])
@@ -377,12 +420,20 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="smaller sizes, to check the script itself")
     p.add_argument("--book", action="store_true", help=f"also write {BOOK_JSON.relative_to(ROOT)}")
     p.add_argument("--json", type=Path, default=RESULTS, help=f"results file (default {RESULTS.relative_to(ROOT)})")
+    p.add_argument("--only", choices=["subnormal_search"], default=None,
+                   help="measure only this section and update it in the existing results (its own run line)")
     p.add_argument("--memory-child", nargs=2, metavar=("IMPL", "K"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.memory_child:
         memory_child(args.memory_child[0], int(args.memory_child[1]))
         return
-    res = run(args.reps, args.quick)
+    if args.only:
+        torch.set_num_threads(THREADS)
+        res = json.loads((BOOK_JSON if args.book else args.json).read_text())
+        res[args.only] = {**subnormal_search(2000 if args.quick else 12000, max(args.reps, 11)),
+                          "run": {**machine(), "load_average": load_average()}}
+    else:
+        res = run(args.reps, args.quick)
     text = json.dumps(res, indent=1) + "\n"
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(text)

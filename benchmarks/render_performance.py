@@ -46,6 +46,9 @@ def targets(res: dict) -> str:
         [f"peak resident memory of one step at K = {big['K']} under 2 GB", f"{big['peak_rss_mb']:.0f} MB",
          big["peak_rss_mb"] < 2048],
     ]
+    if sub := res.get("subnormal_search"):
+        rows.append([f"search after {sub['steps']} EMA steps with dead tokens within 1.2x of a fresh codebook's",
+                     f"{sub['after_vs_fresh']:.2f}x", sub["after_vs_fresh"] <= 1.2])
     return fmt_table(["target", "measured", "met"], [[t, m, "yes" if ok else "**no**"] for t, m, ok in rows])
 
 
@@ -98,6 +101,7 @@ def markdown(res: dict) -> str:
                   [[p["N"], p["K"], p["D"], f"{p['tiled_ms']:.2f}", f"{p['plain_ms']:.2f}", f"{p['speedup']:.2f}x",
                     p["path"]] for p in res["search_paths"]]),
         "",
+        *subnormal_section(res),
         f"**Peak resident memory of one step** (N = {res['memory'][0]['N']}, D = {lib[0]['D']}; whole process, "
         "torch included):",
         "",
@@ -121,6 +125,34 @@ def markdown(res: dict) -> str:
         "",
     ]
     return "\n".join(parts)
+
+
+def subnormal_section(res: dict) -> list[str]:
+    """Issue 27's row: the search after many EMA steps with dead tokens, before and after
+    the flush of subnormal statistics, next to a fresh codebook (with its own run line
+    when it was measured alone, ``bench_quantizer.py --only subnormal_search``)."""
+    sub = res.get("subnormal_search")
+    if not sub:
+        return []
+    run = sub.get("run")
+    where = (f" Measured alone on {run['date']} at commit `{run['commit']}`, {run['cpu']}, load average "
+             f"{run['load_average']}." if run else "")
+    return [
+        f"**Nearest-token search after {sub['steps']} EMA steps with dead tokens** (K = {sub['K']}, D = {sub['D']}, "
+        f"N = {sub['N']} rows, one thread; {sub['K'] - sub['tokens_in_use']} tokens never chosen, so their "
+        "statistics decay by 0.99 a step and fall below the smallest normal float after about 8700 steps; "
+        "\"before\" is the EMA update without the flush of those values to zero, \"after\" the quantizer as it "
+        f"is).{where} On CPUs that handle subnormal numbers in microcode, a search over such a codebook was "
+        "measured 36x slower (issue 27, on another machine); on CPUs that handle them in hardware, the two "
+        "take the same time, and the flush costs nothing either way.",
+        "",
+        fmt_table(["codebook", "tokens holding subnormal numbers", "search (ms)", "/ fresh"],
+                  [[name, sub[f"{key}_subnormal_tokens"], f"{sub[f'{key}_ms']:.1f}",
+                    f"{sub[f'{key}_ms'] / sub['fresh_ms']:.2f}x"]
+                   for name, key in (("fresh", "fresh"), (f"after {sub['steps']} steps, before the fix", "before"),
+                                     (f"after {sub['steps']} steps, with the fix", "after"))]),
+        "",
+    ]
 
 
 def figure(res: dict, path: Path) -> None:

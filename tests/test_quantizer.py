@@ -219,6 +219,35 @@ def test_ema_update_equals_one_hot_reference():
     assert torch.allclose(vq.codebook, expected, atol=1e-5)
 
 
+def subnormal(x: torch.Tensor) -> torch.Tensor:
+    return (x != 0) & (x.abs() < torch.finfo(x.dtype).tiny)
+
+
+def test_tokens_never_chosen_leave_no_subnormal_entry_after_many_ema_steps():
+    """Issue 27: at decay 0.99 a never-chosen token's statistics fall below the smallest
+    normal float after about 8700 steps; subnormals there made long runs 36x slower."""
+    g = torch.Generator().manual_seed(3)
+    k, d, used = 64, 4, 8
+    vq = VectorQuantizer(k, d, decay=0.99)
+    vq.set_codebook(torch.randn(k, d, generator=g), vectors_per_batch=32)
+    flat = torch.randn(32, d, generator=g)
+    idx = torch.arange(32) % used            # tokens 8..63 are never chosen
+    for _ in range(10_000):
+        vq.ema_update(flat, idx)
+    for name in ("codebook", "ema_sum", "ema_count"):
+        assert not subnormal(getattr(vq, name)).any(), f"{name} holds subnormal numbers"
+    assert torch.all(vq.ema_count[used:] == 0) and torch.all(vq.codebook[used:] == 0)  # flushed, not clamped
+    assert torch.all(vq.ema_count[:used] > 0.5)   # the tokens in use are untouched
+
+
+def test_flush_subnormal_zeroes_only_what_is_below_the_smallest_normal_float():
+    tiny = torch.finfo(torch.float32).tiny
+    x = torch.tensor([tiny, -tiny, tiny / 2, -tiny / 4, 1e-45, 0.0, 1.0, -3e-30])
+    assert subnormal(x).sum() == 3
+    quantizer.flush_subnormal_(x)
+    assert x.tolist() == torch.tensor([tiny, -tiny, 0, 0, 0, 0, 1.0, -3e-30]).tolist()
+
+
 def test_ema_update_equals_one_hot_reference_over_many_tiles():
     g = torch.Generator().manual_seed(2)
     k, d = 3000, 4                          # two tiles of tokens, many blocks of rows
