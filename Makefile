@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PROFILE ?= quick
 
-.PHONY: book test data bench clean clean-runs
+.PHONY: book test data bench record clean clean-runs
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_quantizer.py --book $(BENCH_ARGS)
 	$(PY) benchmarks/render_performance.py
+
+# Not part of `make book`: the long schedules (hours on 2 cores), run once and committed under
+# records/$(RECORD)/, part by part; the same command resumes. The book renders the record.
+RECORD ?= long-cpu-$(shell date +%Y-%m-%d)
+record: $(VENV)/.installed data
+	$(PY) -m vqstudy record $(RECORD) --profile long $(RECORD_ARGS)
 
 clean-runs: $(VENV)/.installed
 	$(PY) -m vqstudy clean-runs

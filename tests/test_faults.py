@@ -23,7 +23,7 @@ NOTEBOOKS = REPO_ROOT / "notebooks"
 CHAPTERS = sorted(yaml.safe_load((NOTEBOOKS / "profiles.yml").read_text()))
 
 BAD_PARAMETERS = [  # (parameters, text the error must contain)
-    ({"profile": "fast"}, "parameter profile='fast' is not a profile: allowed ['smoke', 'quick', 'paper']"),
+    ({"profile": "fast"}, "parameter profile='fast' is not a profile: allowed ['smoke', 'quick', 'long', 'paper']"),
     ({"sedes": [1, 2]}, "unknown parameter 'sedes' (value [1, 2])"),
     ({"total_steps": -3}, "parameter total_steps=-3 is out of range: must be a positive integer"),
     ({"seed": "zero"}, "parameter seed='zero' has the wrong type: expected a non-empty list of int"),

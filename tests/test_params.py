@@ -33,7 +33,7 @@ def test_profiles_resolve_with_overrides():
 
 
 @pytest.mark.parametrize("profile, overrides, message", [
-    ("fast", {}, "parameter profile='fast' is not a profile: allowed ['smoke', 'quick', 'paper']"),
+    ("fast", {}, "parameter profile='fast' is not a profile: allowed ['smoke', 'quick', 'long', 'paper']"),
     ("smoke", {"codebok_size": [8]}, "unknown parameter 'codebok_size' (value [8]) for notebook 'tokens_collapse'"),
     ("smoke", {"seeds": [1]}, "unknown parameter 'seeds'"),  # the old name
     ("smoke", {"total_steps": "100"}, "parameter total_steps='100' has the wrong type: expected int"),

@@ -1,4 +1,4 @@
-"""Command line: ``python -m vqstudy {book,sweep,parameters,fetch-data,clean-runs} ...`` (``--help`` on each)."""
+"""Command line: ``python -m vqstudy {book,sweep,record,parameters,fetch-data,clean-runs} ...`` (``--help`` on each)."""
 
 import argparse
 import signal
@@ -15,20 +15,32 @@ def main(argv=None):
     fetch.add_argument("--cache-dir", default=None, help="cache folder (default: $VQSTUDY_DATA or ./data)")
 
     book = sub.add_parser("book", help="sweep then execute every chapter in _toc.yml, then build the book")
-    book.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
+    book.add_argument("--profile", default="quick", help="smoke | quick | long | paper (default: quick)")
     book.add_argument("--only", nargs="*", default=None, help="sweep and execute only these chapters (by name)")
     book.add_argument("--no-build", action="store_true", help="execute the chapters but do not build the HTML")
     book.add_argument("--scheduler", default=None, help="train the runs on this Dask scheduler, tcp://HOST:PORT")
 
     sweep = sub.add_parser("sweep", help="train every run of a chapter into the run cache (e.g. on a Dask cluster)")
     sweep.add_argument("notebook", help="a chapter: its name (tokens_collapse) or notebook path")
-    sweep.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
+    sweep.add_argument("--profile", default="quick", help="smoke | quick | long | paper (default: quick)")
     sweep.add_argument("--scheduler", default=None,
                        help="Dask scheduler address tcp://HOST:PORT (default: worker processes on this machine)")
     sweep.add_argument("--workers", type=int, default=None,
                        help="worker processes on this machine (default: $VQSTUDY_WORKERS, else one per core)")
     sweep.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                        help="override a parameter, as papermill's -p (VALUE read as YAML: -p seed '[0, 1]')")
+
+    rec = sub.add_parser("record", help="run the long schedules (or another profile) once into records/NAME/, "
+                                        "part by part, resumable")
+    rec.add_argument("name", help="the record's folder under records/, e.g. long-cpu-2026-12-07")
+    rec.add_argument("--profile", default="long", help="the profile whose entries are recorded (default: long)")
+    rec.add_argument("--schedule", type=int, nargs="+", default=[1, 4, 16],
+                     help="multiples of the profile's total_steps and pretrain_steps (default: 1 4 16)")
+    rec.add_argument("--only", nargs="*", default=None, help="only these chapters (by name)")
+    rec.add_argument("--workers", type=int, default=None,
+                     help="worker processes (default: $VQSTUDY_WORKERS, else one per core)")
+    rec.add_argument("--root", default=None, help="folder of the records (default: records/ of this checkout)")
+    rec.add_argument("--no-notebook", action="store_true", help="record the runs only, do not execute the notebooks")
 
     cell = sub.add_parser("parameters", help="print (or --write) a chapter's parameters cell from profiles.yml")
     cell.add_argument("notebook", help="a chapter: its name or notebook path")
@@ -50,6 +62,8 @@ def main(argv=None):
                                  scheduler=args.scheduler)
     if args.command == "sweep":
         return sweep_command(args.notebook, args.profile, args.scheduler, args.workers, args.parameter)
+    if args.command == "record":
+        return record_command(args)
     if args.command == "parameters":
         return parameters_command(args.notebook, args.write)
     if args.command == "clean-runs":
@@ -100,6 +114,27 @@ def sweep_command(notebook: str, profile: str, scheduler: str | None, workers: i
         return 130
     print(f"{len(configs)} runs: {cached} from the cache, {len(configs) - cached} computed, "
           f"in {time.perf_counter() - started:.0f} s; run cache {runs.cache_dir()}", flush=True)
+    return 0
+
+
+def record_command(args) -> int:
+    from vqstudy import records, runs
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        written = records.record(args.name, args.profile, args.schedule, args.only, args.workers, args.root,
+                                 notebook=not args.no_notebook)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except runs.SweepFailed as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nrecord {args.name}: interrupted; finished parts and each finished seed's runs are kept, "
+              "and the same command resumes", file=sys.stderr)
+        return 130
+    print(f"record {args.name}: {len(written)} part(s) written: " + ", ".join(map(str, written)))
     return 0
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from vqstudy import claims, params, provenance, runs as run_cache, sweeps
+from vqstudy import claims, convergence, params, provenance, runs as run_cache, sweeps
 
 # Names papermill injects besides the parameters (``--inject-paths``).
 PAPERMILL_NAMES = ("PAPERMILL_INPUT_PATH", "PAPERMILL_OUTPUT_PATH")
@@ -63,6 +63,8 @@ class RunSet:
             row.update({k: v for k, v in r["metrics"].items() if not isinstance(v, (list, dict))})
             row["autoencoder_mse"] = r["autoencoder_mse_at_vq_init"]
             row["seconds"] = r["seconds"]
+            row["total_steps"] = r["config"]["total_steps"]
+            row["converged"] = convergence.converged(r["curves"], r["config"]["total_steps"])
             rows.append(row)
         self.table = pd.DataFrame(rows)
 
@@ -142,6 +144,8 @@ class Chapter:
 
         for v in verdicts:
             v.profile, v.notebook = self.sweep.params["profile"], self.sweep.notebook
+            if not v.runs and self.results:  # not said by its check: all of the chapter's runs
+                v.judged_on(RunSet(self.sweep.points, self.results).table)
         claims.record(list(verdicts), Path.cwd(), self.sweep.notebook)
         for v in verdicts:
             prefix = v.claim.lower()

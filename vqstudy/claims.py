@@ -41,6 +41,9 @@ class Verdict:
     role: str = "claim"        # claim | finding (beyond the paper) | superseded (an old rule, see RULE_CHANGES)
     profile: str = ""
     notebook: str = ""
+    steps: list = field(default_factory=list)  # total_steps of the runs judged: the schedule it belongs to
+    runs: int = 0              # runs judged, and how many of them converged (vqstudy.convergence)
+    converged: int = 0
 
     @property
     def holds(self) -> bool:
@@ -53,6 +56,21 @@ class Verdict:
     def to_dict(self) -> dict:
         return {**asdict(self), "holds": self.holds}
 
+    def judged_on(self, table: pd.DataFrame) -> "Verdict":
+        """Record the schedule of the runs in ``table`` and how many converged (its
+        ``total_steps`` and ``converged`` columns, :class:`vqstudy.chapter.RunSet`, by the
+        rule of :mod:`vqstudy.convergence`)."""
+        self.steps = sorted(int(s) for s in table["total_steps"].unique()) if "total_steps" in table else []
+        self.runs = len(table)
+        self.converged = int(table["converged"].fillna(False).astype(bool).sum()) if "converged" in table else 0
+        return self
+
+    def schedule_text(self) -> str:
+        """``at 1000 steps; 4 of 30 runs converged``, or "" when unknown."""
+        if not self.steps or not self.runs:
+            return ""
+        return f"at {schedule_steps(self.steps)}; {self.converged} of {self.runs} runs converged"
+
     def checklist(self) -> str:
         """The verdict as Markdown: the outcome, then each condition ticked or crossed
         with the numbers it was judged on (lines wrap; nothing is clipped)."""
@@ -62,6 +80,11 @@ class Verdict:
         # ✓ and ✗, not emoji: they render in the fonts every browser has (DejaVu, Noto Sans)
         lines += [f"- {'✓' if c.holds else '✗'} **{c.name}**: {c.detail}" for c in self.conditions]
         return "\n".join(lines)
+
+
+def schedule_steps(steps: list) -> str:
+    """``1000 steps``, or ``1000–4000 steps`` for runs of several lengths."""
+    return f"{steps[0]} steps" if len(steps) == 1 else f"{min(steps)}–{max(steps)} steps"
 
 
 def verdict_path(folder, notebook: str) -> Path:
@@ -508,3 +531,32 @@ def check_c3b_explanations(tables: dict, claim: str = "R3", title: str = "What c
     seeds = sorted({s for t in tables.values() for s in t.seed.unique().tolist()})
     return Verdict(claim, title, R3_RULE, conditions, numbers, statement=R3_STATEMENT, headline=headline,
                    seeds=seeds, role="finding")
+
+
+# --- each paper chapter's verdicts from its run table: what its notebook publishes and what
+# the tests re-judge a record's stored run table with ---------------------------------------
+
+def judge_tokens_collapse(df: pd.DataFrame) -> list[Verdict]:
+    return [check_tokens_collapse(df).judged_on(df)]
+
+
+def judge_embeddings_collapse(df: pd.DataFrame) -> list[Verdict]:
+    """C2 on the standard mixture, C2h on the harder one, C2-v1 (the rule log's) on the
+    standard one; a table without a ``mixture`` column is the standard mixture."""
+    standard = df[df.mixture == "standard"] if "mixture" in df else df
+    verdicts = [check_embeddings_collapse(standard).judged_on(standard)]
+    if "mixture" in df and (df.mixture == "harder").any():
+        hard = df[df.mixture == "harder"]
+        verdicts.append(check_embeddings_collapse(hard, "C2h", "Embeddings collapse, on a harder mixture")
+                        .judged_on(hard))
+    return verdicts + [check_embeddings_collapse_v1(standard).judged_on(standard)]
+
+
+def judge_cifar10_scaling(df: pd.DataFrame) -> list[Verdict]:
+    large = _large(df)
+    return [check_cifar10_scaling(df).judged_on(large), check_baseline_stops_improving(df).judged_on(large),
+            check_cifar10_scaling_v1(df).judged_on(large)]
+
+
+JUDGES = {"tokens_collapse": judge_tokens_collapse, "embeddings_collapse": judge_embeddings_collapse,
+          "cifar10_scaling": judge_cifar10_scaling}

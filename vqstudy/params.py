@@ -19,7 +19,7 @@ import yaml
 
 from vqstudy.training import FIELDS
 
-PROFILES = ("smoke", "quick", "paper")
+PROFILES = ("smoke", "quick", "long", "paper")
 DEFAULT_PROFILE = "quick"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILES_FILE = "profiles.yml"  # beside the notebooks it describes

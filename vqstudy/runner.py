@@ -147,8 +147,10 @@ class QuietInputPath:
         return "PAPERMILL_INPUT_PATH" not in record.getMessage()
 
 
-def execute(name: str, profile: str, root: Path = REPO_ROOT, parameters: dict | None = None) -> Path:
-    """Run ``notebooks/NAME.ipynb`` with papermill at ``profile`` into the book folder."""
+def execute(name: str, profile: str, root: Path = REPO_ROOT, parameters: dict | None = None,
+            out_dir: Path | None = None) -> Path:
+    """Run ``notebooks/NAME.ipynb`` with papermill at ``profile`` into the book folder
+    (or ``out_dir``: a record's part), which is also its working directory."""
     import logging
 
     import papermill
@@ -157,7 +159,7 @@ def execute(name: str, profile: str, root: Path = REPO_ROOT, parameters: dict | 
     source = root / "notebooks" / f"{name}.ipynb"
     if not source.exists():
         raise FileNotFoundError(f"_toc.yml lists {EXECUTED_DIR / name} but {source} does not exist")
-    out_dir = root / EXECUTED_DIR
+    out_dir = Path(out_dir or root / EXECUTED_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / f"{name}.ipynb"
     # A verdict left by an earlier build must not stand in for this one if it fails.
