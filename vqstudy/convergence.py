@@ -5,7 +5,8 @@ long-schedule records were run).
 A run's curves hold evaluation MSE, usage and perplexity at ``curve_points`` moments
 (:func:`vqstudy.training.curve_steps`), on the same evaluation examples each time, so a
 change between two points is the model's, not sampling noise. The rule compares the last
-point with the point a quarter of the schedule earlier:
+point with the point a quarter of the schedule earlier (the last point at or before that
+step, where none falls on it exactly: the window is then a little longer, never shorter):
 
 - evaluation MSE changed by less than ``MSE_TOLERANCE`` (1%) of its value there, and
 - usage and perplexity each changed by less than ``CODEBOOK_TOLERANCE`` (2%).
