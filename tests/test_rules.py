@@ -1,7 +1,6 @@
 """The one form of a condition (vqstudy.rules): a statistic, a comparison and a threshold,
 with its margin, seed spread, leave-one-seed-out and floating-point fragility; ties."""
 
-
 import pandas as pd
 import pytest
 
