@@ -13,9 +13,16 @@ A chapter notebook reads, top to bottom::
 
 The chapter is named after its notebook file, which is how a copy of the template
 becomes a new chapter without an edit: ``python -m vqstudy book`` has papermill inject the
-notebook's path (``--inject-input-path``); Jupyter and VS Code say it themselves.
+notebook's path (``--inject-input-path``); Jupyter and VS Code say it themselves; plain
+``papermill NAME.ipynb out.ipynb`` says nothing, and the chapter is then the notebook whose
+parameters cell is the one this kernel executed (each chapter's is generated from its
+profiles entry: :func:`notebook_path`).
+
+A mistake in a parameter stops the notebook with one line, ``ValueError: parameter ...``,
+not a traceback through the library (:func:`raise_briefly`).
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -25,21 +32,99 @@ from vqstudy import claims, convergence, params, provenance, runs as run_cache, 
 
 # Names papermill injects besides the parameters (``--inject-paths``).
 PAPERMILL_NAMES = ("PAPERMILL_INPUT_PATH", "PAPERMILL_OUTPUT_PATH")
+TEMPLATE = "template"  # notebooks/template.ipynb: a copy of it is a chapter of its own
 
 
 def notebook_path(namespace: dict) -> Path:
     """The executing notebook's file: papermill's injected input path, else what Jupyter
-    (``JPY_SESSION_NAME``) or VS Code (``__vsc_ipynb_file__``) say."""
+    (``JPY_SESSION_NAME``) or VS Code (``__vsc_ipynb_file__``) say, else the chapter whose
+    parameters cell this kernel executed (:func:`notebook_from_history`)."""
     found = (namespace.get("PAPERMILL_INPUT_PATH") or os.environ.get("JPY_SESSION_NAME")
              or namespace.get("__vsc_ipynb_file__"))
     if not found:
-        raise ValueError("cannot tell which chapter this notebook is: execute it with papermill's "
-                         "--inject-input-path (e.g. `papermill --inject-input-path notebooks/NAME.ipynb out.ipynb`; "
-                         "`python -m vqstudy book` does it) or open it in Jupyter")
+        return notebook_from_history(namespace)
     path = Path(found)
     if not path.is_absolute() and not path.exists():  # relative to where papermill ran, not the kernel's --cwd
         path = params.REPO_ROOT / "notebooks" / path.name
     return path
+
+
+def chapter_notebooks(folders: list[Path] | None = None) -> list[Path]:
+    """Every chapter notebook that could be executing: ``NAME.ipynb`` beside a
+    ``profiles.yml`` with an entry ``NAME``, in the checkout's ``notebooks/``, in the working
+    directory and in its ``notebooks/`` (a notebook without an entry, such as papermill's
+    output, is no chapter)."""
+    import yaml
+
+    if folders is None:
+        folders = [params.REPO_ROOT / "notebooks", Path.cwd(), Path.cwd() / "notebooks"]
+    found, seen = [], set()
+    for folder in folders:
+        try:
+            key = folder.resolve()
+            if key in seen or not (folder / "profiles.yml").is_file():
+                continue
+            seen.add(key)
+            entries = yaml.safe_load((folder / "profiles.yml").read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        found += [folder / f"{name}.ipynb" for name in entries if (folder / f"{name}.ipynb").is_file()]
+    return found
+
+
+def parameters_source(path: Path) -> str | None:
+    """The source of the notebook's cell tagged ``parameters``, stripped; None if it has none."""
+    try:
+        cells = json.loads(path.read_text()).get("cells", [])
+    except (OSError, ValueError):
+        return None
+    for cell in cells:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            source = cell.get("source", "")
+            return ("".join(source) if isinstance(source, list) else source).strip()
+    return None
+
+
+def notebook_from_history(namespace: dict, folders: list[Path] | None = None) -> Path:
+    """The chapter whose parameters cell is among the cells this kernel executed
+    (IPython's ``In``). Each chapter's parameters cell is generated from its own profiles
+    entry (``python -m vqstudy parameters NAME``), so it names the chapter; an unedited copy
+    of the template also matches the template, and is preferred to it."""
+    executed = {source.strip() for source in namespace.get("In") or [] if isinstance(source, str) and source.strip()}
+    matches = [path for path in chapter_notebooks(folders) if parameters_source(path) in executed]
+    if len(matches) > 1:
+        matches = [path for path in matches if path.stem != TEMPLATE] or matches
+    if len(matches) == 1:
+        return matches[0]
+    why = ("its parameters cell is that of several chapters: " + ", ".join(str(p) for p in matches) if matches
+           else "its parameters cell is that of no chapter in notebooks/ or the working directory")
+    raise ValueError(f"cannot tell which chapter this notebook is ({why}): execute it with papermill's "
+                     "--inject-input-path (e.g. `papermill --inject-input-path notebooks/NAME.ipynb out.ipynb`; "
+                     "`python -m vqstudy book` does it) or open it in Jupyter")
+
+
+def raise_briefly(exc: Exception):
+    """Raise ``exc`` so that IPython (and papermill, which prints what IPython shows) shows
+    it as one line, ``ValueError: message``: a bad parameter is the reader's mistake, not
+    the library's, and its message says all. The next cell shows tracebacks as before;
+    outside IPython this is a plain ``raise``."""
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    except ImportError:
+        shell = None
+    shown = getattr(shell, "InteractiveTB", None)
+    if shown is not None and getattr(shown, "mode", "Minimal") != "Minimal":
+        previous = shown.mode
+
+        def restore(*args):
+            shown.set_mode(previous)
+            shell.events.unregister("post_run_cell", restore)
+
+        shown.set_mode("Minimal")
+        shell.events.register("post_run_cell", restore)
+    raise exc
 
 
 def text(value) -> str:
@@ -114,8 +199,11 @@ class Chapter:
                and k not in ("In", "Out", "exit", "quit", "get_ipython") and v is not self}
         profile = new.pop("profile", params.DEFAULT_PROFILE)
         overrides = {k: v for k, v in new.items() if v is not None}
-        path = notebook_path(self.namespace)
-        self.sweep = sweeps.plan(path.stem, profile, overrides, notebooks=path.parent)
+        try:
+            path = notebook_path(self.namespace)
+            self.sweep = sweeps.plan(path.stem, profile, overrides, notebooks=path.parent)
+        except ValueError as exc:  # a bad name, type or value: its message, in one line
+            raise_briefly(exc)
         for key, value in self.sweep.params.items():
             glue(key, text(value), display=False)
             if isinstance(value, (list, dict)):
