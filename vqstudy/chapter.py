@@ -242,6 +242,52 @@ class Chapter:
                 glue(f"{prefix}_{key}", value.item() if hasattr(value, "item") else value, display=False)
             display(Markdown(v.checklist()))
 
+    def settle(self, verdicts: list, judge, budget_seconds: float, most_seeds: int = 5) -> tuple[list, str]:
+        """More seeds where a verdict is fragile (the Protocol page, "How sure a verdict is").
+
+        When a verdict (not a superseded rule) is fragile and the chapter sweeps a ``seed``
+        list shorter than ``most_seeds``, the next seeds are trained, if their estimated
+        time (this chapter's mean run time per seed, over the worker processes) fits in
+        ``budget_seconds``, and ``judge(runs)`` (a :class:`RunSet` -> verdicts) judges all
+        the seeds again. Returns the verdicts to publish and a Markdown note saying how the
+        fragile verdicts moved, or how many seeds would settle them."""
+        from vqstudy import rules
+
+        fragile = [v for v in verdicts if v.role != "superseded" and v.fragile]
+        if not fragile:
+            return verdicts, ""
+        seeds = self.sweep.params.get("seed")
+        before = "; ".join(f"{v.claim} {v.outcome} at {len(v.seeds)} seeds, fragile ({v.fragility()[len('Fragile: '):]})"
+                           for v in fragile)
+
+        def settles(v) -> str:
+            needed = [n for c in rules.verdict_fragile(v.conditions) if (n := rules.seeds_to_settle(c))]
+            return (f"{v.claim}: about {max(needed)} seeds would make the seed spread's standard error smaller "
+                    "than the margin" if needed else f"{v.claim}: its margins give no estimate")
+
+        if not isinstance(seeds, list) or len(seeds) >= most_seeds or not self.results:
+            return verdicts, f"{before}. No more seeds run here. " + "; ".join(map(settles, fragile)) + "."
+        extra = [max(seeds) + 1 + i for i in range(most_seeds - len(seeds))]
+        estimate = sum(r["seconds"] for r in self.results) / len(seeds) * len(extra) / run_cache.default_workers()
+        if estimate > budget_seconds:
+            return verdicts, (f"{before}. Seeds {', '.join(map(str, extra))} would take about {estimate:.0f} s, more "
+                              f"than the {budget_seconds:.0f} s this chapter allows for them. "
+                              + "; ".join(map(settles, fragile)) + ".")
+        folder = notebook_path(self.namespace).parent
+        names = params.entry(self.sweep.notebook, folder)["defaults"]
+        overrides = {k: v for k, v in self.sweep.params.items() if k in names}
+        more = sweeps.plan(self.sweep.notebook, self.sweep.params["profile"], {**overrides, "seed": seeds + extra},
+                           notebooks=folder)
+        results = run_cache.run_all(more.configs, desc=f"{self.sweep.notebook}: seeds {extra}")
+        settled = judge(RunSet(more.points, results))
+        after = {v.claim: v for v in settled}
+        moved = "; ".join(f"{v.claim} {after[v.claim].outcome}" + (", still fragile" if after[v.claim].fragile
+                                                                     else ", no longer fragile")
+                          for v in fragile if v.claim in after)
+        self.results = results
+        return settled, (f"{before}. With seeds {', '.join(map(str, seeds + extra))} ({estimate:.0f} s estimated, "
+                         f"within the {budget_seconds:.0f} s allowed): {moved}.")
+
     def provenance(self) -> None:
         """The chapter's last cell: what produced it (see :mod:`vqstudy.provenance`)."""
         provenance.show(self.sweep.params, runs=self.results)
