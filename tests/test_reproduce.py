@@ -85,7 +85,6 @@ def test_every_documented_papermill_command_names_a_chapter_and_its_real_paramet
                 if "--help-notebook" not in argv]
     assert commands
     for page, argv in commands:
-        assert "--inject-input-path" in argv, f"{page}: {argv}: the chapter cannot tell its name without it"
         notebook = next(a for a in argv[1:] if a.endswith(".ipynb"))
         assert (REPO_ROOT / notebook).exists(), f"{page}: {notebook}"
         given = {}

@@ -51,13 +51,13 @@ def notebook_path(namespace: dict) -> Path:
 
 def chapter_notebooks(folders: list[Path] | None = None) -> list[Path]:
     """Every chapter notebook that could be executing: ``NAME.ipynb`` beside a
-    ``profiles.yml`` with an entry ``NAME``, in the checkout's ``notebooks/``, in the working
-    directory and in its ``notebooks/`` (a notebook without an entry, such as papermill's
-    output, is no chapter)."""
+    ``profiles.yml`` with an entry ``NAME``, in the working directory (papermill's
+    ``--cwd``), in its ``notebooks/`` and in this checkout's ``notebooks/``, in that order
+    (a notebook without an entry, such as papermill's output, is no chapter)."""
     import yaml
 
     if folders is None:
-        folders = [params.REPO_ROOT / "notebooks", Path.cwd(), Path.cwd() / "notebooks"]
+        folders = [Path.cwd(), Path.cwd() / "notebooks", params.REPO_ROOT / "notebooks"]
     found, seen = [], set()
     for folder in folders:
         try:
@@ -89,18 +89,20 @@ def notebook_from_history(namespace: dict, folders: list[Path] | None = None) ->
     """The chapter whose parameters cell is among the cells this kernel executed
     (IPython's ``In``). Each chapter's parameters cell is generated from its own profiles
     entry (``python -m vqstudy parameters NAME``), so it names the chapter; an unedited copy
-    of the template also matches the template, and is preferred to it."""
+    of the template also matches the template, and is preferred to it. The same chapter
+    in two checkouts is the one nearer the working directory."""
     executed = {source.strip() for source in namespace.get("In") or [] if isinstance(source, str) and source.strip()}
     matches = [path for path in chapter_notebooks(folders) if parameters_source(path) in executed]
-    if len(matches) > 1:
-        matches = [path for path in matches if path.stem != TEMPLATE] or matches
-    if len(matches) == 1:
-        return matches[0]
-    why = ("its parameters cell is that of several chapters: " + ", ".join(str(p) for p in matches) if matches
-           else "its parameters cell is that of no chapter in notebooks/ or the working directory")
-    raise ValueError(f"cannot tell which chapter this notebook is ({why}): execute it with papermill's "
-                     "--inject-input-path (e.g. `papermill --inject-input-path notebooks/NAME.ipynb out.ipynb`; "
-                     "`python -m vqstudy book` does it) or open it in Jupyter")
+    names = list(dict.fromkeys(path.stem for path in matches))
+    if len(names) > 1:
+        names = [name for name in names if name != TEMPLATE] or names
+    if len(names) == 1:
+        return next(path for path in matches if path.stem == names[0])
+    why = ("its parameters cell is that of several chapters: " + ", ".join(names) if names
+           else "its parameters cell is that of no chapter in notebooks/ or in the working directory")
+    raise ValueError("cannot tell which chapter this notebook is: execute it with papermill's --inject-input-path "
+                     "(e.g. `papermill --inject-input-path notebooks/NAME.ipynb out.ipynb`; `python -m vqstudy book` "
+                     f"does it) or open it in Jupyter; {why}")
 
 
 def raise_briefly(exc: Exception):

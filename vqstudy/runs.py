@@ -239,6 +239,7 @@ def run_all(configs: list[Config], use_cache: bool = True, progress: bool = True
     if todo:
         bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc=desc, disable=not progress,
                    file=sys.stderr, unit="run")
+        bar.swept = swept_fields(configs)  # each finished run is named by these
         try:
             workers = default_workers() if workers is None else workers
             if scheduler is not None and scheduler != "":
@@ -256,10 +257,24 @@ def run_all(configs: list[Config], use_cache: bool = True, progress: bool = True
     return results
 
 
+def swept_fields(configs: list[Config]) -> tuple[str, ...]:
+    """The Config fields in which ``configs`` differ, in Config's order: what tells the
+    runs of a sweep apart (a sweep over beta: ``("beta",)``)."""
+    values = [dataclasses.asdict(cfg) for cfg in configs]
+    return tuple(f.name for f in dataclasses.fields(Config) if len({repr(v[f.name]) for v in values}) > 1)
+
+
+def run_label(cfg: Config, fields: tuple[str, ...]) -> str:
+    """``beta=0.5 seed=1``: the run among its sweep's, by the fields in which they differ
+    (its seed when they differ in none)."""
+    return " ".join(f"{name}={getattr(cfg, name)}" for name in fields or ("seed",))
+
+
 def _finished(bar, cfg: Config) -> None:
+    """One more run done: the bar's postfix names it by every swept field
+    (``bar.swept``, set by :func:`run_all`)."""
     bar.update(1)
-    bar.set_postfix_str(f"done {cfg.regime} K={cfg.codebook_size} hidden={cfg.hidden} seed={cfg.seed}",
-                        refresh=True)
+    bar.set_postfix_str(f"done {run_label(cfg, getattr(bar, 'swept', ()))}", refresh=True)
 
 
 def _run_here(configs, use_cache, progress, bar, workers, scheduler):
