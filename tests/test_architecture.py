@@ -74,11 +74,21 @@ def test_the_cycle_finder_finds_a_circle_through_a_function_level_import(tmp_pat
 
 def test_vqstudy_has_no_import_circle():
     graph = import_graph(PACKAGE)
-    assert {"training", "runner", "scorecard", "claims"} <= set(graph)
+    assert {"training", "runner", "scorecard", "claims", "findings"} <= set(graph)
     cycle = find_cycle(graph)
     assert cycle is None, "import circle: " + " -> ".join(cycle)
-    # the pages, the checks and the form of a condition are pure functions of data
+    # the pages, the checks (the paper's claims and the chapters' findings) and the form of a
+    # condition are pure functions of data
     assert not graph["scorecard"] and graph["claims"] <= {"rules"} and not graph["rules"]
+    assert graph["findings"] <= {"rules", "claims"}
+
+
+def test_the_findings_import_pandas_numpy_and_the_checks_only():
+    """vqstudy.findings judges run tables: pure functions of data, no torch, no training code."""
+    tree = ast.parse((PACKAGE / "findings.py").read_text())
+    top = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    top |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert top <= {"math", "numpy", "pandas", "vqstudy"}, f"findings imports {sorted(top)}"
 
 
 IMPORT_EACH_ALONE = """
