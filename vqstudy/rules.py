@@ -251,7 +251,7 @@ def tied_with_best(table: pd.DataFrame, by: str, metric: str, lower: bool = True
     for value in means.index:
         diff = (wide[value] - wide[best]).dropna()
         se = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
-        if value == best or abs(means[value] - means[best]) < max(2 * se, fp):
+        if value == best or abs(means[value] - means[best]) <= max(2 * se, fp):  # equal means tie, noise or not
             tied.append(value)
     tied.sort(key=lambda v: (v != best, means[v] if lower else -means[v]))
     return {"best": best, "tied": tied, "means": means.to_dict()}
