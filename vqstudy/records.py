@@ -29,19 +29,11 @@ import subprocess
 import time
 from pathlib import Path
 
-import pandas as pd
-
 from vqstudy import claims, params, runs as run_cache, sweeps
-from vqstudy.chapter import RunSet
-
-RECORDS_DIR = params.REPO_ROOT / "records"
-RUNS_FILE = "runs.json"
-PROVENANCE_FILE = "provenance.json"
-SCHEDULES = (1, 4, 16)
-
-
-def part_dir(record: Path, chapter: str, schedule: int) -> Path:
-    return Path(record) / chapter / f"x{schedule}"
+# Reading records lives in vqstudy.recorded (the runner reads them for the scorecard, and this
+# module imports the runner to execute a part's notebook); its names stay available here.
+from vqstudy.recorded import (PROVENANCE_FILE, RECORDS_DIR, RUNS_FILE, SCHEDULES, changed_verdicts,  # noqa: F401
+                              finished, part_dir, parts, provenance, rejudge, run_set, summary_table)
 
 
 def chapters_with(profile: str, notebooks: Path | None = None) -> list[str]:
@@ -97,11 +89,6 @@ def write_json(path: Path, value) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(value, indent=1, default=float) + "\n")
     tmp.replace(path)
-
-
-def finished(part: Path) -> bool:
-    path = part / PROVENANCE_FILE
-    return path.exists() and json.loads(path.read_text()).get("finished") is not None
 
 
 def record_part(record: Path, chapter: str, profile: str, schedule: int, workers: int | None = None,
@@ -162,63 +149,3 @@ def record(name: str, profile: str = "long", schedules=SCHEDULES, only: list[str
             print(f"== {chapter} x{schedule} at {profile} into {part_dir(folder, chapter, schedule)}", flush=True)
             written.append(record_part(folder, chapter, profile, schedule, workers, notebook, notebooks))
     return written
-
-
-# --- reading records --------------------------------------------------------------------
-
-def parts(root: Path | None = None) -> list[Path]:
-    """Every part with a run table under ``root`` (``records/``), sorted by record,
-    chapter and schedule."""
-    root = Path(root or RECORDS_DIR)
-    found = [p.parent for p in root.glob(f"*/*/x*/{RUNS_FILE}")]
-    return sorted(found, key=lambda p: (p.parent.parent.name, p.parent.name, int(p.name[1:])))
-
-
-def run_set(part: Path) -> RunSet:
-    """A part's runs as the chapter notebook sees them (``table``, ``curves``)."""
-    data = json.loads((Path(part) / RUNS_FILE).read_text())
-    return RunSet([r["point"] for r in data["runs"]], data["runs"])
-
-
-def provenance(part: Path) -> dict:
-    return json.loads((Path(part) / PROVENANCE_FILE).read_text())
-
-
-def rejudge(part: Path) -> list[claims.Verdict]:
-    """The part's verdicts computed again from its stored run table with today's rules."""
-    chapter = Path(part).parent.name
-    return claims.JUDGES[chapter](run_set(part).table)
-
-
-def changed_verdicts(part: Path) -> list[str]:
-    """Where today's rules would change a verdict the part recorded: one line each
-    (empty when none; a part without a recorded verdict file has nothing to compare)."""
-    recorded = claims.read(part, Path(part).parent.name)
-    if recorded is None:
-        return []
-    before = {v["claim"]: v["holds"] for v in recorded}
-    lines = []
-    for v in rejudge(part):
-        if v.claim not in before:
-            lines.append(f"{part}: {v.claim} is new ({v.outcome}); record it again")
-        elif before[v.claim] != v.holds:
-            lines.append(f"{part}: {v.claim} was recorded as {'holds' if before[v.claim] else 'does not hold'}, "
-                         f"today's rule says {v.outcome}")
-    return lines
-
-
-def summary_table(root: Path | None = None) -> pd.DataFrame:
-    """One row per verdict of every finished part: record, chapter, schedule, steps,
-    verdict, outcome, conditions held, runs converged."""
-    rows = []
-    for part in parts(root):
-        if not finished(part):
-            continue
-        prov = provenance(part)
-        for v in rejudge(part):
-            rows.append({"record": prov["record"], "chapter": prov["chapter"], "schedule": prov["schedule"],
-                         "steps": claims.schedule_steps(v.steps) if v.steps else "", "claim": v.claim,
-                         "role": v.role, "outcome": v.outcome,
-                         "conditions": f"{sum(c.holds for c in v.conditions)} of {len(v.conditions)}",
-                         "converged": v.converged, "runs": v.runs, "finished": prov["finished"]})
-    return pd.DataFrame(rows)
