@@ -501,3 +501,207 @@ def summary_table(df: pd.DataFrame, by, metrics: list[str], labels: dict | None 
     classes = pd.DataFrame([["vq-key"] * len(keys) + ["vq-num"] * len(metrics)] * len(table), columns=table.columns)
     return (table.style.hide(axis="index").set_caption(caption).set_td_classes(classes)
             .set_table_attributes('class="vq-table"'))
+
+
+# --- longer training: metrics, verdicts and times against the schedule (chapter longer_training) ---
+
+# What a metric can be: a seed band (mean ± sd) is clipped to it.
+BOUNDS = {"usage": (0.0, 1.0), "probe_accuracy": (0.0, 1.0), "perplexity": (1.0, None), "mse": (0.0, None),
+          "codebook_spread": (0.0, None), "fisher_ratio": (0.0, None), "dead_tokens": (0.0, None)}
+LINE_STYLES = ["-", "--", ":", "-."]
+LINE_MARKERS = ["o", "s", "^", "D"]
+
+
+def seed_band(runs: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
+    """Mean, standard deviation and count over seeds of ``metric`` per ``keys`` and
+    ``total_steps``, with the band ``lo``–``hi`` (mean ± sd) clipped to :data:`BOUNDS`."""
+    g = runs.groupby(keys + ["total_steps"])[metric].agg(["mean", "std", "count"]).reset_index()
+    sd = g["std"].fillna(0.0)
+    low, high = BOUNDS.get(metric, (None, None))
+    g["lo"], g["hi"] = (g["mean"] - sd).clip(lower=low), (g["mean"] + sd).clip(upper=high)
+    if low is not None:
+        g["hi"] = g["hi"].clip(lower=low)
+    return g
+
+
+def steps_axis(ax, steps) -> None:
+    """A log axis of training steps with a plain tick at each schedule's step count."""
+    steps = sorted(set(int(s) for s in steps))
+    ax.set_xscale("log")
+    ax.set_xticks(steps)
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    if len(steps) == 1:
+        ax.set_xlim(steps[0] / 2, steps[0] * 2)
+    else:
+        ax.set_xlim(steps[0] / 1.4, steps[-1] * 1.4)
+
+
+def against_schedule(runs: pd.DataFrame, metrics: list[str], line: str, column: str | None = None,
+                     labels: dict | None = None, line_name: str | None = None) -> plt.Figure:
+    """Final metrics against the number of training steps (log scale): a line per regime
+    (colour) and value of ``line`` (line style and marker), mean over seeds with a band of
+    one standard deviation clipped to what the metric can be (:data:`BOUNDS`: usage
+    within 0–100%, perplexity at least 1), drawn as a shaded band between schedules and a
+    bar at each (the lines' points are set a little apart, so bars at one schedule do not
+    hide each other). One panel per metric in a row; with ``column``, one row per metric
+    and one column per value of ``column`` (in order of appearance), rows sharing their
+    axis. ``runs`` is the run tables of several schedules in one
+    (``vqstudy.recorded.schedule_runs``)."""
+    columns = list(dict.fromkeys(runs[column])) if column else [None]
+    shape = (len(metrics), len(columns)) if column else (1, len(metrics))
+    width, height = (3.9, 2.8) if column else (3.2, 2.7)
+    fig, axes = plt.subplots(*shape, figsize=(width * shape[1], height * shape[0] + 0.8), squeeze=False,
+                             layout="constrained", sharey="row" if column else False)
+    values = sorted(runs[line].unique())
+    name = line_name or KEY_LABELS.get(line, label(line, labels))
+    lines = [(r, v) for r in sorted(runs.regime.unique()) for v in values]
+    for j, value in enumerate(columns):
+        data = runs if value is None else runs[runs[column] == value]
+        for i, metric in enumerate(metrics):
+            ax = axes[i, j] if column else axes[0, i]
+            band = seed_band(data, ["regime", line], metric)
+            for (regime, v), g in band.groupby(["regime", line]):
+                k = values.index(v)
+                color = REGIME_COLORS.get(regime)
+                dodge = 1.06 ** (lines.index((regime, v)) - (len(lines) - 1) / 2)  # multiplicative: a log axis
+                x = g.total_steps * dodge
+                ax.plot(x, g["mean"], color=color, linestyle=LINE_STYLES[k % 4], marker=LINE_MARKERS[k % 4],
+                        markersize=5, label=f"{regime}, {name} = {v}")
+                if (g["count"] > 1).any():
+                    ax.vlines(x, g.lo, g.hi, color=color, linewidth=1.2, alpha=0.7)
+                    ax.fill_between(x, g.lo, g.hi, color=color, alpha=0.12, linewidth=0)
+            steps_axis(ax, runs.total_steps)
+            values_shown = pd.concat([seed_band(runs, ["regime", line], metric)[c] for c in ("lo", "hi")])
+            set_scale(ax, values_shown, percent=metric in PERCENT)
+            if metric in PERCENT:
+                ax.set_ylim(max(0.0, values_shown.min() - 0.05), min(1.0, values_shown.max() + 0.05))
+            if j == 0:
+                ax.set_ylabel(label(metric, labels))
+            if ax in axes[-1]:
+                ax.set_xlabel("training steps (log scale)")
+            if value is not None and i == 0:
+                ax.set_title(f"{label(column, labels)}: {value}", fontsize=10)
+    figure_legend(fig, axes)
+    return fig
+
+
+def lead_against_schedule(lead: pd.DataFrame, per_seed: pd.DataFrame, threshold: float = 0.02) -> plt.Figure:
+    """C3's deciding numbers against the number of training steps (log scale): left,
+    pretrain's lead over baseline at each K (seed means as lines, each seed as a dot; at
+    or below 0 baseline has caught up); right, baseline's MSE gain from the smallest to
+    the largest K (C3b holds below the dashed threshold). ``lead`` and ``per_seed`` as
+    ``vqstudy.recorded.c3_lead`` and ``c3_lead_per_seed`` give them."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8.6, 3.9), layout="constrained")
+    ks = sorted(int(c.split("_")[1]) for c in lead.columns if c.startswith("lead_"))
+    colors = sns.color_palette("viridis", len(ks))
+    for k, color in zip(ks, colors):
+        left.plot(lead.steps, lead[f"lead_{k}"], color=color, marker="o", label=f"K = {k}")
+        seeds = per_seed[per_seed.codebook_size == k]
+        left.scatter(seeds.steps, seeds.lead, color=color, s=12, alpha=0.5)
+    left.axhline(0, color="0.35", linestyle="--", linewidth=1, label="no lead: baseline has caught up")
+    left.set_ylabel("pretrain's lead over baseline\n1 − MSE(pretrain) / MSE(baseline)")
+    right.plot(lead.steps, lead.baseline_gain, color=REGIME_COLORS["baseline"], marker="o",
+               label=f"baseline's MSE gain, K = {ks[0]} to {ks[-1]}" if ks else "baseline's MSE gain")
+    right.axhline(threshold, color="0.35", linestyle=":", linewidth=1,
+                  label=f"C3b's threshold ({threshold:.0%}): C3b holds below it")
+    right.set_ylabel("baseline's MSE gain from the smallest\nto the largest K")
+    for ax in (left, right):
+        steps_axis(ax, lead.steps)
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{100 * v:g}%"))
+        ax.set_xlabel("training steps (log scale)")
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False, fontsize=8,
+                  ncol=2 if ax is left else 1)
+    return fig
+
+
+def glue_figure(name: str, fig: plt.Figure) -> None:
+    """Glue ``fig`` for a ``{glue:figure}`` (numbered, with caption and alt text) and
+    close it, so that the cell does not also show it."""
+    from myst_nb import glue
+
+    glue(name, fig, display=False)
+    plt.close(fig)
+
+
+def not_recorded(text: str) -> plt.Figure:
+    """A figure's place when its data is not recorded yet: the reason, in words."""
+    fig, ax = plt.subplots(figsize=(7.0, 1.2), layout="constrained")
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, wrap=True)
+    return fig
+
+
+def verdict_schedule_table(table: pd.DataFrame, cell) -> "pd.io.formats.style.Styler":
+    """Verdicts (rows) by schedule (columns) from ``vqstudy.recorded.verdicts_by_schedule``;
+    ``cell`` writes one row of it in words (``vqstudy.recorded.cell_text``). A header
+    names the schedule and each chapter's number of steps there."""
+    claims_order = list(dict.fromkeys(table.claim))
+    schedules = sorted(table.schedule.unique())
+    columns = {}
+    for s in schedules:
+        at = table[table.schedule == s].drop_duplicates("chapter")
+        steps = at.groupby("steps", sort=True).claim.apply(lambda c: ", ".join(x.rstrip("abh") for x in c))
+        columns[s] = f"×{s}" + (" (quick)" if s == 1 else "") + ": " + "; ".join(
+            f"{n} steps ({who})" for n, who in steps.items())
+    rows = []
+    for claim in claims_order:
+        mine = table[table.claim == claim].set_index("schedule")
+        title = mine.title.iloc[0]
+        rows.append([f"{claim}" + (f" · {title}" if title else "")]
+                    + [verdict_cell(mine.loc[s].to_dict(), cell) for s in schedules])
+    frame = pd.DataFrame(rows, columns=["verdict"] + [columns[s] for s in schedules])
+    return (frame.style.hide(axis="index").set_table_attributes('class="vq-table vq-verdicts"')
+            .set_table_styles([{"selector": "th", "props": "text-align: left; max-width: none;"},
+                               {"selector": "td", "props": "vertical-align: top;"}])
+            .set_caption("Each verdict judged again with today's rules on the record's stored run tables; "
+                         "conditions held, steps of the runs judged, and how many of them converged."))
+
+
+def verdict_cell(row: dict, cell) -> str:
+    """One cell of :func:`verdict_schedule_table`: the outcome first (✓ / ✗), in bold."""
+    text = cell(row)
+    if row["state"] != "recorded":
+        return f"<em>{text}</em>"
+    mark = "✓" if row["holds"] else "✗"
+    head, rest = text.split(" (", 1)
+    return f"<strong>{mark} {head}</strong> ({rest}"
+
+
+def lead_table(lead: pd.DataFrame, per_seed: pd.DataFrame) -> "pd.io.formats.style.Styler":
+    """``vqstudy.recorded.c3_lead`` as a table: per schedule, pretrain's lead at each K
+    (seed means, ± the sd of the per-seed leads), baseline's MSE gain and where baseline
+    has caught up."""
+    ks = sorted(int(c.split("_")[1]) for c in lead.columns if c.startswith("lead_"))
+    rows = []
+    for r in lead.to_dict("records"):
+        seeds = per_seed[per_seed.schedule == r["schedule"]]
+        cells = []
+        for k in ks:
+            spread = seeds[seeds.codebook_size == k].lead
+            cells.append(mean_sd(100 * r[f"lead_{k}"], 100 * spread.std(), len(spread)))
+        rows.append([f"×{r['schedule']}", str(r["steps"]), *cells, number(100 * r["baseline_gain"]),
+                     ", ".join(map(str, r["caught_up"])) or "nowhere"])
+    names = (["schedule", "steps"] + [f"pretrain's lead at K = {k} (%)" for k in ks]
+             + [f"baseline's MSE gain, K = {ks[0]} → {ks[-1]} (%)" if ks else "baseline's MSE gain (%)",
+                "baseline caught up at K"])
+    frame = pd.DataFrame(rows, columns=names)
+    classes = pd.DataFrame([["vq-key"] + ["vq-num"] * (len(names) - 1)] * len(frame), columns=names)
+    return (frame.style.hide(axis="index").set_td_classes(classes).set_table_attributes('class="vq-table"')
+            .set_caption("Lead: 1 − MSE(pretrain) / MSE(baseline) of the seed means (C3a's statistic), ± the standard "
+                         "deviation of the lead computed in each seed alone. Gain: 1 − MSE(largest K) / MSE(smallest "
+                         "K) of baseline's seed means (C3b's statistic; C3b holds below 2%). Caught up: the K at which "
+                         "baseline's seed-mean MSE is no higher than pretrain's (a lead of 0 or less)."))
+
+
+def timings_table(times: pd.DataFrame, wall) -> "pd.io.formats.style.Styler":
+    """The parts of a record and their times (``vqstudy.recorded.timings``); ``wall``
+    writes seconds in words."""
+    rows = [[r["chapter"], f"×{r['schedule']}", str(r["steps"]), str(r["runs"]),
+             wall(r["wall_seconds"]) if r["state"] == "recorded" else "running",
+             wall(r["sweep_seconds"]) if r["state"] == "recorded" else "—",
+             (r["finished"] or "")[:16].replace("T", " ")] for r in times.to_dict("records")]
+    names = ["chapter", "schedule", "steps", "runs", "wall time", "of which training", "finished (UTC)"]
+    frame = pd.DataFrame(rows, columns=names)
+    classes = pd.DataFrame([["vq-key"] + ["vq-num"] * (len(names) - 1)] * len(frame), columns=names)
+    return frame.style.hide(axis="index").set_td_classes(classes).set_table_attributes('class="vq-table"')

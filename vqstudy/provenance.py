@@ -91,11 +91,15 @@ def to_markdown(info: dict) -> str:
     """One short block: a line of who/when/where, a line of parameters."""
     params = ", ".join(f"`{k}={v!r}`" for k, v in info["parameters"].items())
     seeds = ", ".join(map(str, info["seeds"])) or "none"
+    if info["runs"]:
+        ran = (f"seeds {seeds}, in {wall_time(info['wall_time_s'])} of wall time, reading {info['runs']} training "
+               f"runs from the run cache (they took {wall_time(info['training_s'])} to train, summed over runs) "
+               f"on {info['device']}")
+    else:  # a chapter that trains nothing (it renders records, which carry their own provenance)
+        ran = (f"in {wall_time(info['wall_time_s'])} of wall time on {info['device']}, training nothing and "
+               "reading no training run from the run cache")
     return (
-        f"**Provenance.** Executed {info['date']} at profile **{info['profile']}**, seeds {seeds}, "
-        f"in {wall_time(info['wall_time_s'])} of wall time, reading {info['runs']} training runs from the run cache "
-        f"(they took {wall_time(info['training_s'])} to train, summed over runs) "
-        f"on {info['device']}; "
+        f"**Provenance.** Executed {info['date']} at profile **{info['profile']}**, {ran}; "
         f"vqstudy {info['vqstudy']}, torch {info['torch']}, Python {info['python']}.\n\n"
         f"**Parameters used** (profile `{info['profile']}` of `notebooks/profiles.yml` with any overrides): "
         f"{params}.\n"
