@@ -83,8 +83,9 @@ def executed_notebooks(root: Path = REPO_ROOT) -> list[str]:
 
 def copy_sources(destination: Path, root: Path = REPO_ROOT) -> Path:
     """Copy the book's sources (top-level files, ``book/`` without its build products,
-    ``notebooks/``) to ``destination``: a place to build the book at another profile,
-    e.g. in a test, without touching the real ``book/claims`` and ``_build``."""
+    ``notebooks/``, and the committed ``records/`` that the book renders) to
+    ``destination``: a place to build the book at another profile, e.g. in a test,
+    without touching the real ``book/claims`` and ``_build``."""
     import shutil
 
     destination.mkdir(parents=True, exist_ok=True)
@@ -95,6 +96,9 @@ def copy_sources(destination: Path, root: Path = REPO_ROOT) -> Path:
                     ignore=lambda folder, names: [EXECUTED_DIR.name] if Path(folder) == root / "book" else [])
     shutil.copytree(root / "notebooks", destination / "notebooks", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    if (root / "records").is_dir():
+        shutil.copytree(root / "records", destination / "records", dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("*.tmp", ".ipynb_checkpoints"))
     return destination
 
 
@@ -193,16 +197,29 @@ def hide_injected_parameters(path: Path, fingerprint: str | None = None) -> None
     nbformat.write(nb, path)
 
 
+def reads_records(name: str, root: Path = REPO_ROOT) -> bool:
+    """Whether a chapter trains nothing (no ``sweep:`` in its profiles entry): such a
+    chapter renders the committed records under ``records/``."""
+    try:
+        return "sweep" not in params.entry(name, root / "notebooks")
+    except (ValueError, OSError):
+        return False
+
+
 def fingerprint(name: str, profile: str, root: Path = REPO_ROOT) -> str:
     """Everything an executed chapter depends on: its notebook, its profiles entry, the
-    profile, and all of vqstudy (the runs' code, and the figures' and checks'). Equal
-    fingerprints: executing it again would give the same chapter."""
+    profile, all of vqstudy (the runs' code, and the figures' and checks'), and for a
+    chapter that renders records (:func:`reads_records`) their run tables, verdicts and
+    provenance. Equal fingerprints: executing it again would give the same chapter."""
     h = hashlib.sha256()
     notebooks = root / "notebooks"
     h.update((notebooks / f"{name}.ipynb").read_bytes())
     with contextlib.suppress(ValueError, OSError):  # a notebook without a profiles entry has no parameters
         h.update(json.dumps(params.entry(name, notebooks), sort_keys=True, default=str).encode())
     h.update(profile.encode())
+    if reads_records(name, root):  # it renders the committed records: a new or changed part changes it
+        for path in sorted((root / "records").glob("*/*/x*/*.json")):
+            h.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
     for path in sorted(Path(__file__).parent.glob("*.py")):
         h.update(path.name.encode() + path.read_bytes())
     return h.hexdigest()
@@ -247,20 +264,32 @@ def raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+LONG_CHAPTER = "longer_training"  # the chapter that renders the long-schedule records
+
+
+def long_record(root: Path = REPO_ROOT) -> dict:
+    """The newest long-schedule record under ``root/records`` for the scorecard: its
+    verdicts at each chapter's longest finished schedule, judged with today's rules
+    (:func:`vqstudy.recorded.longest_verdicts`), and the chapter that renders it; ``{}``
+    without one."""
+    from vqstudy import recorded
+
+    found = recorded.longest_verdicts(root / "records")
+    return {**found, "chapter": LONG_CHAPTER} if found else {}
+
+
 def write_pages(root: Path = REPO_ROOT) -> Path:
     """The pages made from the recorded verdicts: scorecard, the introduction's summary,
     the rule log. Returns the scorecard's path."""
     folder = root / EXECUTED_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    sections = [(caption, [scorecard.Entry(name, claims.read(folder, name), (folder / f"{name}.ipynb").exists())
-                           for f in files if (name := chapter_name(f))])
-                for caption, files in toc_parts(root)]
-    sections = [(caption, chapters) for caption, chapters in sections if chapters]
+    entries = [scorecard.Entry(name, claims.read(folder, name), (folder / f"{name}.ipynb").exists(), caption)
+               for caption, files in toc_parts(root) for f in files if (name := chapter_name(f))]
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    (folder / SUMMARY).write_text(scorecard.summary(sections))
-    (folder / "rule_log.md").write_text(scorecard.rule_log(sections, claims.RULE_CHANGES))
+    (folder / SUMMARY).write_text(scorecard.summary(entries))
+    (folder / "rule_log.md").write_text(scorecard.rule_log(entries, claims.RULE_CHANGES))
     path = folder / "scorecard.md"
-    path.write_text(scorecard.page(sections, date))
+    path.write_text(scorecard.page(entries, date, claims.RULE_CHANGES, long_record(root)))
     return path
 
 
