@@ -88,7 +88,7 @@ def test_ctrl_c_stops_the_build_with_130_and_writes_no_pages(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("profile, only, message", [
-    ("fast", None, "error: --profile 'fast' is not a profile; allowed: smoke, quick, paper"),
+    ("fast", None, "error: --profile 'fast' is not a profile; allowed: smoke, quick, long, paper"),
     ("smoke", ["nope"], "error: --only ['nope'] not in _toc.yml; the book's notebooks are ['broken']"),
 ])
 def test_an_unknown_profile_or_chapter_is_refused(tmp_path, capsys, monkeypatch, profile, only, message):
