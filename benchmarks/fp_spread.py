@@ -120,12 +120,15 @@ BOOK_TABLE = ROOT / "book" / "fp_spread_table.md"  # included by the Protocol pa
 def markdown(out: dict, folder: Path) -> str:
     """The Protocol page's table: per metric, the largest relative change and where."""
     m = out["machine"]
+    from vqstudy.rules import typical_spread
+
+    typical = typical_spread(out)
     rows = []
     for metric in out["metrics"]:
         changes = [(row["change"].get(metric, 0.0), row["run"], row["variant"]) for row in out["runs"]]
         worst = max(changes, default=(0.0, "", ""))
         stable = sorted({r for c, r, _ in changes if c == 0.0} - {r for c, r, _ in changes if c > 0.0})
-        rows.append(f"| {metric} | {worst[0]:.2%} | {worst[1]}, {worst[2]} | "
+        rows.append(f"| {metric} | **{typical.get(metric, 0.0):.2%}** | {worst[0]:.2%} | {worst[1]}, {worst[2]} | "
                     f"{len(stable)} of {len({r for _, r, _ in changes})} |")
     try:
         where = folder.resolve().relative_to(ROOT)
@@ -136,8 +139,12 @@ def markdown(out: dict, folder: Path) -> str:
         f"Measured on {m['date']} at commit `{m['commit'][:7]}` ({m['cpu']}, torch {m['torch']}), "
         f"{len({r['run'] for r in out['runs']})} runs, {out['seconds']:.0f} s; the record is "
         f"`{where}/fp_spread.json`.", "",
-        "| metric | largest relative change | in (run, change of path) | runs bit for bit the same under every change |",
-        "| --- | --- | --- | --- |", *rows, ""])
+        "| metric | typical run's spread (used) | largest relative change | in (run, change of path) "
+        "| runs bit for bit the same under every change |",
+        "| --- | --- | --- | --- | --- |", *rows, "",
+        "*Typical run's spread*: the median over the runs of each run's largest relative change under any "
+        "change of the path; this is what the fragility test scales every metric by "
+        "(`vqstudy.rules.typical_spread`).", ""])
 
 
 def main() -> None:
