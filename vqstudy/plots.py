@@ -13,7 +13,7 @@ least 0).
 
 Legible from a desktop's column (about 780 px) down to a phone's (about 340 px): at most
 two panels side by side (:func:`panel_grid`; a third metric puts the legend in the fourth
-place), fonts of :data:`RC` (about 9 px on a phone's column, 16 px on a desktop's), and
+place), fonts of :data:`RC` (about 9.5 px on a phone's column, 16 px on a desktop's), and
 lines told apart by colour, marker and line style, not colour alone (:func:`line_styles`).
 """
 
@@ -31,13 +31,13 @@ from matplotlib.lines import Line2D
 
 REGIME_COLORS = {"baseline": "#d95f02", "pretrain": "#1b9e77"}
 
-# Font sizes for every figure a chapter draws: a figure two panels wide (about 6 inches) is
-# shown about 340 px wide on a phone, where 12 pt becomes about 9 px.
-RC = {"font.size": 12, "axes.titlesize": 12, "axes.labelsize": 12, "xtick.labelsize": 11.5,
-      "ytick.labelsize": 11.5, "legend.fontsize": 11, "legend.title_fontsize": 11, "figure.titlesize": 12.5,
+# Font sizes for every figure a chapter draws: a figure two panels wide (about 5.7 inches) is
+# shown about 330 px wide on a phone, where 12 pt becomes about 9.5 px.
+RC = {"font.size": 12.5, "axes.titlesize": 12.5, "axes.labelsize": 12.5, "xtick.labelsize": 12,
+      "ytick.labelsize": 12, "legend.fontsize": 11.5, "legend.title_fontsize": 11.5, "figure.titlesize": 13,
       "lines.markersize": 6, "lines.linewidth": 1.8}
 plt.rcParams.update(RC)
-PANEL = (3.05, 2.45)  # inches of one panel of a metric figure
+PANEL = (2.85, 2.4)  # inches of one panel of a metric figure: two a row make about 5.7 inches
 COLUMNS = 2           # panels side by side, at most
 
 # What a column is called on a figure or in a table (a notebook's ``labels`` win).
@@ -496,8 +496,8 @@ def latent_panel(ax, snapshot: dict, title: str, max_points: int = 2000) -> None
     use as black crosses, dead ones (never the nearest token on the evaluation set) as
     hollow black circles; ticks shown, so panels can be compared."""
     draw_latent(ax, *snapshot_points(snapshot, max_points))
-    ax.set_title(title, fontsize=11)
-    ax.tick_params(labelsize=9.5)
+    ax.set_title(title, fontsize=12)
+    ax.tick_params(labelsize=10)
 
 
 def zoom_inset(ax, snapshot: dict, share: float, max_points: int = 2000) -> None:
@@ -524,7 +524,7 @@ def latent_space(results: dict, k: int, max_points: int = 2000) -> plt.Figure:
     all four panels on the same axes (so the untrained encoder's blob looks as small as it
     is, with a magnified inset). ``results`` maps regime -> one run result."""
     panels = [(regime, when, r) for regime, r in results.items() for when in ("init", "final")]
-    fig, axes = plt.subplots(len(results), 2, figsize=(6.4, 3.3 * len(results) + 0.7), squeeze=False,
+    fig, axes = plt.subplots(len(results), 2, figsize=(6.0, 3.1 * len(results) + 0.7), squeeze=False,
                              sharex=True, sharey=True, layout="constrained")
     xlim, ylim = extent([p for _, when, r in panels for p in embeddings_and_tokens(r[when], max_points)])
     for ax, (regime, when, r) in zip(axes.ravel(), panels):
@@ -553,7 +553,7 @@ def latent_grid(results: list[tuple[str, dict]], when: str = "final", columns: i
     its scale). Three panels a row keep a phone's view legible."""
     columns = min(columns or len(results), len(results))
     rows = math.ceil(len(results) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.15 * columns, 2.25 * rows + 0.8), squeeze=False,
+    fig, axes = plt.subplots(rows, columns, figsize=(2.0 * columns, 2.15 * rows + 0.8), squeeze=False,
                              sharex=share, sharey=share, layout="constrained")
     for ax, (title, r) in zip(axes.ravel(), results):
         latent_panel(ax, r[when], title, max_points)
