@@ -218,14 +218,14 @@ def column_places(means, sds, digits: int = 3, extra: int = 2) -> int | None:
     compare (100.00 ± 0.00 beside 99.97 ± 0.03, not 100 ± 0 beside 100.0 ± 0.03): enough
     for ``digits`` significant digits of the column's largest mean, and up to ``extra``
     more where a non-zero spread would otherwise round to 0. None (each cell its own
-    significant digits, :func:`mean_sd`) when the column's non-zero means span two decades
+    significant digits, :func:`mean_sd`) when the column's non-zero means span a decade
     or more, or one of them is below :data:`TINY`."""
     means = np.asarray([m for m in means if np.isfinite(m)], dtype=float)
     sds = np.asarray([s for s in sds if np.isfinite(s) and s > 0], dtype=float)
     nonzero = np.abs(means[means != 0])
     if not len(nonzero):
         return 0
-    if nonzero.min() < TINY or nonzero.max() / nonzero.min() >= 100:
+    if nonzero.min() < TINY or nonzero.max() / nonzero.min() >= 10:
         return None
     places = decimals(nonzero.max(), digits)
     while places < decimals(nonzero.max(), digits) + extra and len(sds) and (np.round(sds, places) == 0).any():
@@ -600,17 +600,18 @@ def metrics_against(df: pd.DataFrame, x: str, metrics: list[str], log2: bool = T
         fig, axes, slot = panel_grid(len(metrics), top=0.0 if len(metrics) % 2 else 0.7)
         panels = [(ax, metric, None) for ax, metric in zip(axes, metrics)]
     refs_style = ["--", ":", "-."]
+    shown = {}  # metric -> every value drawn for it (a row of panels shares its scale)
     for ax, metric, value in panels:
         data = df if value is None else df[df[column] == value]
-        limits = (bounds or {}).get(metric)
         stats = draw_lines(ax, data, x, metric, hue, styles, band="bars" if many else "fill",
-                           dodge=("log" if log2 else "linear") if many else None, bounds=limits)
-        shown = list(stats["lo"]) + list(stats["hi"]) + list(stats["mean"])
+                           dodge=("log" if log2 else "linear") if many else None, bounds=(bounds or {}).get(metric))
+        shown.setdefault(metric, []).extend(list(stats["lo"]) + list(stats["hi"]) + list(stats["mean"]))
         for i, (name, ref) in enumerate((references or {}).get(metric, [])):
             ax.axhline(ref, color="0.35", linestyle=refs_style[i % len(refs_style)], linewidth=1.3, label=name)
-            shown.append(ref)
-        set_scale(ax, shown, percent=metric in PERCENT)
-        keep_within(ax, metric, limits)
+            shown[metric].append(ref)
+    for ax, metric, value in panels:  # scales and limits once every panel of a row is drawn
+        set_scale(ax, shown[metric], percent=metric in PERCENT)
+        keep_within(ax, metric, (bounds or {}).get(metric))
         swept_axis(ax, df[x], log2)
         if value is None or metric == metrics[-1]:
             ax.set_xlabel(axis_label(x, labels))
