@@ -1,6 +1,7 @@
-"""The findings of the "Beyond the paper" chapters, in the one form of a condition
-(:mod:`vqstudy.rules`): each chapter's thresholds, its question or statement and its rule
-as text (shown in the chapter before the numbers), and a check that returns its verdict
+"""The findings of the "Beyond the paper" and "Practitioners' questions" chapters, in
+the one form of a condition (:mod:`vqstudy.rules`): each chapter's thresholds, its
+question or statement and its rule as text (shown in the chapter before the numbers), and
+a check that returns its verdict
 (:class:`vqstudy.claims.Verdict`, ``role="finding"``). Every condition is a statistic of
 the runs compared with a threshold (:func:`vqstudy.rules.condition`), with its margin,
 seed spread and fragility; where a chapter names a best setting, the settings tied with it
@@ -13,7 +14,9 @@ One section per chapter, in the order of the book:
 - ``notebooks/cifar10_capacity.ipynb``: CAP (:func:`check_capacity`);
 - ``notebooks/token_probe.ipynb``: TOK1 (:func:`check_tokens_keep_the_class`), TOK2
   (:func:`check_collapse_costs_the_class`);
-- ``notebooks/vq_fixes.ipynb``: Fixes (:func:`check_fixes`) and its ranking (:func:`ranking`).
+- ``notebooks/vq_fixes.ipynb``: Fixes (:func:`check_fixes`) and its ranking (:func:`ranking`);
+- ``notebooks/measuring_collapse.ipynb`` (Practitioners' questions): PQ1
+  (:func:`check_batch_understates`).
 
 (R3, the finding of ``cifar10_robustness``, is judged by C3's own checks and lives beside
 them in :mod:`vqstudy.claims`.)
@@ -613,3 +616,63 @@ def check_fixes(df: pd.DataFrame) -> Verdict:
     headline = "Keeping at least half the tokens in use: " + "; ".join(lines) + "."
     return Verdict("Fixes", "The paper's fix among the fixes people use", FIXES_RULE, conditions, numbers,
                    statement=FIXES_QUESTION, headline=headline, seeds=_seeds(df), role="finding")
+
+
+# === measuring_collapse: does per-batch perplexity stand in for the whole-set one? ==========
+
+PQ_RATIO_MAX = 0.9   # per-batch / whole-set perplexity: at most this, i.e. at least 10% below
+PQ_SETTINGS = {"synthetic": "C1's setting", "cifar10": "C3's setting (CIFAR-10)"}  # a setting's name in the chapter
+
+PQ1_QUESTION = ("A training loop logs perplexity per batch; this study measures it over the whole evaluation set. "
+                "Can the per-batch number stand in for the whole-set one?")
+
+PQ1_RULE = (
+    "Per-batch perplexity *understates* the codebook's perplexity if, at the training batch (as many tokens as one "
+    "training step quantizes: the batch size times the positions per example), the mean over the evaluation set's "
+    "batches, taken in order, of each batch's perplexity is at most "
+    f"{PQ_RATIO_MAX:.0%} of the whole-set perplexity over every evaluation token (at least "
+    f"{1 - PQ_RATIO_MAX:.0%} below it), in every seed and both regimes. One condition per setting: C1's (the "
+    "Gaussian mixture and the MLP) and C3's (CIFAR-10 and the convolutional model).")
+
+
+def batch_ratio(t: pd.DataFrame) -> float:
+    """PQ1's statistic (runs of one setting and seed): the largest, over the runs (the
+    regimes), of per-batch perplexity at the training batch / whole-set perplexity;
+    NaN without runs or where a perplexity is missing."""
+    ratios = t.batch_perplexity / t.perplexity
+    return float(ratios.max()) if len(ratios) and not ratios.isna().any() else math.nan
+
+
+def check_batch_understates(df: pd.DataFrame) -> Verdict:
+    """PQ1 on one row per run (columns setting, regime, seed, codebook_size,
+    batch_tokens, perplexity (whole set), batch_perplexity (mean over in-order batches
+    of batch_tokens tokens)): one condition per setting, in the table's order."""
+    conditions, numbers, parts = [], {}, []
+    for setting, d in df.groupby("setting", sort=False):
+        k, b = int(d.codebook_size.iloc[0]), int(d.batch_tokens.iloc[0])
+        name = PQ_SETTINGS.get(setting, setting)
+        ratios = d.batch_perplexity / d.perplexity
+        c = rules.condition(
+            f"{name}: per-batch perplexity at the training batch ({b} tokens, {b / k:g} K, K = {k}) at most "
+            f"{PQ_RATIO_MAX:.0%} of the whole-set perplexity, both regimes, in every seed", d, batch_ratio, "<=",
+            PQ_RATIO_MAX, what="the larger regime's per-batch / whole-set perplexity",
+            detail="; ".join(f"{r}: " + ", ".join(f"{v:.2f}" for v in ratios[(d.regime == r).to_numpy()])
+                             for r in dict.fromkeys(d.regime)))
+        conditions.append(c)
+        numbers.update({f"{setting}_k": k, f"{setting}_batch_tokens": b, f"{setting}_batch_over_k": b / k,
+                        f"{setting}_worst": float(c.deciding)})
+        for regime, r in d.groupby("regime", sort=False):
+            rr = (r.batch_perplexity / r.perplexity)
+            numbers.update({f"{setting}_{regime}_ratio": float(rr.mean()), f"{setting}_{regime}_ratio_max": float(rr.max()),
+                            f"{setting}_{regime}_ratio_min": float(rr.min()),
+                            f"{setting}_{regime}_batch": float(r.batch_perplexity.mean()),
+                            f"{setting}_{regime}_whole": float(r.perplexity.mean())})
+        parts.append(f"{name} {ratios.min():.0%}–{ratios.max():.0%} (batch of {b} tokens, K = {k})")
+    if not conditions:
+        conditions.append(_not_judged("per-batch against whole-set perplexity", "no runs"))
+    else:
+        numbers["worst"] = max(c.deciding for c in conditions)
+    headline = ("At the training batch, per-batch perplexity is this share of the whole-set perplexity: "
+                + "; ".join(parts) + ".")
+    return Verdict("PQ1", "Per-batch perplexity understates the codebook", PQ1_RULE, conditions, numbers,
+                   statement=PQ1_QUESTION, headline=headline, seeds=_seeds(df), role="finding")
