@@ -311,26 +311,37 @@ def keep_within(ax, metric: str, bounds: tuple | None = None) -> None:
 
 
 def swept_axis(ax, values, log2: bool) -> None:
-    """An x axis of swept values (K, widths): log base 2 when asked, a tick at every value,
-    labelled where the label has room (on a linear axis, values closer than 9% of the
-    range to the last labelled one keep their tick without a label: 0, 10, 25, not 0 5 10
-    run together)."""
+    """An x axis of swept values (K, widths, switches): log base 2 when asked, a tick at
+    every value, labelled where the label has room (a value whose label would touch its
+    labelled neighbour's keeps its tick without a label: 0, 10, 25, not 0 5 10 run
+    together; 256, 1024, not 2565121024), the first and the last always labelled."""
     values = sorted(set(pd.Series(values).dropna()))
     if log2:
         ax.set_xscale("log", base=2)
-    if len(values) <= 12:
-        ax.set_xticks(values)
-        shown, last = set(), None
-        span = (values[-1] - values[0]) if len(values) > 1 else 1.0
-        for v in values:
-            if log2 or last is None or v - last >= 0.09 * span:
-                shown.add(v)
-                last = v
-        if not log2 and values[-1] not in shown and len(shown) > 1:  # the last value labelled, its neighbour not
-            shown.discard(max(shown))
-            shown.add(values[-1])
-        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}" if v in shown else ""))
-        ax.xaxis.set_minor_locator(ticker.NullLocator())
+    if len(values) > 12:
+        return
+    ax.set_xticks(values)
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    where = np.log2(values) if log2 else np.asarray(values, dtype=float)
+    span = (where[-1] - where[0]) or 1.0
+    width = ax.get_position().width * ax.figure.get_figwidth() * 0.75  # inches of the data on the axis, about
+    char = 0.66 * RC["xtick.labelsize"] / 72                            # inches of a digit, about
+
+    def text(v):
+        return f"{v:g}"
+
+    def room(a, b):  # do the labels of values a and b (indices) fit side by side?
+        gap = (where[b] - where[a]) / span * width
+        return gap >= (len(text(values[a])) + len(text(values[b]))) * char / 2 + 0.06
+
+    shown = [len(values) - 1]
+    for i in range(len(values) - 2, -1, -1):  # from the last value down, the first one forced in
+        if room(i, shown[-1]) or i == 0:
+            if i == 0 and not room(0, shown[-1]) and len(shown) > 1:
+                shown.pop()
+            shown.append(i)
+    labelled = {values[i] for i in shown}
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: text(v) if v in labelled else ""))
 
 
 def panel_grid(n: int, columns: int = COLUMNS, panel: tuple = PANEL, legend_slot: bool = True,
@@ -377,10 +388,10 @@ def figure_legend(fig, axes, title: str | None = None, slot=None, extra: list | 
         return
     names = [textwrap.fill(name, 34) for name in seen]
     if slot is not None:
-        ncol = 1 if len(names) <= 7 else 2
-        slot.legend(list(seen.values()), names, loc="center", frameon=False, title=title, ncol=ncol,
-                    fontsize=RC["legend.fontsize"] if ncol == 1 else 10, handlelength=1.6 if ncol == 1 else 1.3,
-                    columnspacing=0.8, handletextpad=0.5)
+        crowded = len(names) > 7  # one column still, set tighter (two would not fit the place)
+        slot.legend(list(seen.values()), names, loc="center", frameon=False, title=title,
+                    fontsize=10 if crowded else RC["legend.fontsize"], labelspacing=0.3 if crowded else 0.5,
+                    handlelength=1.8, handletextpad=0.5)
         return
     fig.legend(list(seen.values()), names, loc="outside upper center", frameon=False, title=title,
                ncol=legend_columns(names, fig.get_figwidth()))
@@ -685,22 +696,25 @@ def runs_scatter(df: pd.DataFrame, x: str, ys: list[str], hue: str, style: str |
     still show; ``log_x`` for a property that spans decades (negative values are not
     allowed there)."""
     styles = styles or line_styles(hue_values(df, hue))
-    fig, axes, slot = panel_grid(len(ys), top=0.0 if len(ys) % 2 else 1.2)
+    shown = [v for v in styles if (df[hue] == v).any()]
+    names = [str(v) for v in shown]
+    rows = math.ceil(len(names) / legend_columns(names, COLUMNS * PANEL[0]))
+    fig, axes, slot = panel_grid(len(ys), top=0.0 if len(ys) % 2 else 0.25 * rows + 0.3)
     for ax, y in zip(axes, ys):
-        for value, s in styles.items():
-            part = df[df[hue] == value]
-            if not len(part):
-                continue
+        for value in shown:
+            s, part = styles[value], df[df[hue] == value]
             reference = s.get("marker") == "*"
-            ax.scatter(part[x], part[y], color=s["color"], marker=s["marker"], s=70 if reference else 30,
-                       alpha=0.9 if reference else 0.7, linewidths=0.4, edgecolors="white",
-                       zorder=s.get("zorder", 3), label=str(value))
+            ax.scatter(part[x], part[y], color=s["color"], marker=s["marker"], s=90 if reference else 34,
+                       alpha=0.9 if reference else 0.7, linewidths=0.4, edgecolors="white", zorder=s.get("zorder", 3))
         if log_x:
             ax.set_xscale("log")
+            plain_ticks(ax.xaxis)
         set_scale(ax, df[y], percent=y in PERCENT)
         ax.set_xlabel(axis_label(x, labels))
         ax.set_ylabel(axis_label(y, labels))
-    figure_legend(fig, axes, slot=slot)
+    handles = [Line2D([], [], linestyle="none", color=styles[v]["color"], marker=styles[v]["marker"],
+                      markersize=9 if styles[v].get("marker") == "*" else 7, label=str(v)) for v in shown]
+    figure_legend(fig, axes, slot=slot, extra=handles)
     return fig
 
 
