@@ -216,7 +216,7 @@ def mean_sd(mean: float, sd: float, n: int, places: int | None = None) -> str:
 def column_places(means, sds, digits: int = 3, extra: int = 2) -> int | None:
     """One number of decimal places for a table column, so that its cells line up and
     compare (100.00 ± 0.00 beside 99.97 ± 0.03, not 100 ± 0 beside 100.0 ± 0.03): enough
-    for ``digits`` significant digits of the column's largest mean, and up to ``extra``
+    for ``digits`` significant digits of the column's smallest mean, and up to ``extra``
     more where a non-zero spread would otherwise round to 0. None (each cell its own
     significant digits, :func:`mean_sd`) when the column's non-zero means span a decade
     or more, or one of them is below :data:`TINY`."""
@@ -227,8 +227,8 @@ def column_places(means, sds, digits: int = 3, extra: int = 2) -> int | None:
         return 0
     if nonzero.min() < TINY or nonzero.max() / nonzero.min() >= 10:
         return None
-    places = decimals(nonzero.max(), digits)
-    while places < decimals(nonzero.max(), digits) + extra and len(sds) and (np.round(sds, places) == 0).any():
+    places = decimals(nonzero.min(), digits)
+    while places < decimals(nonzero.min(), digits) + extra and len(sds) and (np.round(sds, places) == 0).any():
         places += 1
     return places
 
@@ -865,7 +865,7 @@ def save_lead(fig: plt.Figure, notebook: str, folder=".") -> None:
 def summary_table(df: pd.DataFrame, by, metrics: list[str], labels: dict | None = None,
                   hue: str = "regime", title: str = ""):
     """Mean ± standard deviation over seeds per (``by``, regime), for reading: headers in
-    words with units, 3 significant digits of a column's largest value and the same
+    words with units, 3 significant digits of a column's smallest value and the same
     decimals down the column (:func:`column_places`), ``mean ± sd`` in one cell, the
     number of seeds in the caption (the mean alone when there is one seed). ``by`` is a
     column or a list of columns; ``title`` opens the caption. Returns a pandas Styler (the
