@@ -25,7 +25,7 @@ def _power_of_two(v: float) -> str:
     return f"{v:g}" if v >= 1 else f"1/{round(1 / v)}"
 
 
-def _log2_ticks(ax, values, most: int = 5) -> None:
+def _log2_ticks(ax, values, most: int = 4) -> None:
     """A log-2 x axis with at most ``most`` labelled ticks, at powers of two spaced evenly
     (every one, every other, every third...), the rest unlabelled."""
     ax.set_xscale("log", base=2)
