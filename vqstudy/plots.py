@@ -371,6 +371,12 @@ def legend_columns(labels: list[str], width_in: float, fontsize: float = RC["leg
     return 1
 
 
+def legend_height(labels: list[str], width_in: float) -> float:
+    """Inches a legend of ``labels`` above the panels takes, in the columns that fit."""
+    rows = math.ceil(len(labels) / legend_columns(labels, width_in))
+    return 0.25 * rows + 0.35
+
+
 def figure_legend(fig, axes, title: str | None = None, slot=None, extra: list | None = None) -> None:
     """One legend for the figure, every labelled line once (and the ``extra`` handles): in
     ``slot`` (an unused panel place, :func:`panel_grid`) when there is one, else above the
@@ -443,12 +449,14 @@ def band_stats(df: pd.DataFrame, keys: list[str], metric: str, bounds: tuple | N
 
 
 def draw_lines(ax, df: pd.DataFrame, x: str, y: str, hue: str | None, styles: dict, band: str = "fill",
-               dodge: str | None = None, bounds: tuple | None = None, markers: bool = True) -> pd.DataFrame:
+               dodge: str | None = None, bounds: tuple | None = None, markers: bool = True,
+               markevery=None) -> pd.DataFrame:
     """One line per ``hue`` value (mean over seeds of ``y`` against ``x``) in its style,
     with its seed band clipped (:func:`band_stats`): ``band`` "fill" (shaded), "bars" (a
     bar at each point) or None. ``dodge`` ("log" or "linear") sets the lines' points a
-    little apart along x, so that bars at one x do not hide each other. Returns the
-    statistics drawn."""
+    little apart along x, so that bars at one x do not hide each other; ``markers`` False
+    draws lines alone, ``markevery`` a marker every so often (a curve of many points).
+    Returns the statistics drawn."""
     data = df.dropna(subset=[y])
     keys = ([hue] if hue else []) + [x]
     stats = band_stats(data, keys, y, bounds)
@@ -465,6 +473,8 @@ def draw_lines(ax, df: pd.DataFrame, x: str, y: str, hue: str | None, styles: di
         style = dict(styles[value])
         if not markers:
             style.pop("marker", None)
+        elif markevery is not None:
+            style.update(markevery=markevery, markersize=min(style.get("markersize", 6), 5.5))
         ax.plot(xs, g["mean"], label="_" if value is None else str(value), **style)
         if band and (g["count"] > 1).any():
             if band == "bars":
@@ -604,7 +614,8 @@ def metrics_against(df: pd.DataFrame, x: str, metrics: list[str], log2: bool = T
     columns = list(dict.fromkeys(df[column])) if column else [None]
     if column:
         fig, grid = plt.subplots(len(metrics), len(columns), squeeze=False, sharey="row", layout="constrained",
-                                 figsize=(PANEL[0] * len(columns), PANEL[1] * len(metrics) + 0.7))
+                                 figsize=(PANEL[0] * len(columns), PANEL[1] * len(metrics)
+                                          + legend_height([str(v) for v in styles], PANEL[0] * len(columns))))
         panels = [(grid[i, j], metric, value) for i, metric in enumerate(metrics) for j, value in enumerate(columns)]
         axes, slot = list(grid.ravel()), None
     else:
@@ -661,7 +672,8 @@ def training_curves(curves: pd.DataFrame, metrics: list[str], labels: dict | Non
     rows = list(dict.fromkeys(curves[row])) if row else [None]
     if row:
         fig, grid = plt.subplots(len(rows), len(metrics), squeeze=False, layout="constrained", sharex=True,
-                                 figsize=(PANEL[0] * len(metrics), PANEL[1] * len(rows) + 0.9))
+                                 figsize=(PANEL[0] * len(metrics), PANEL[1] * len(rows)
+                                          + legend_height([str(v) for v in styles] + ["x" * 40], PANEL[0] * len(metrics))))
         panels = [(grid[i, j], metric, value) for i, value in enumerate(rows) for j, metric in enumerate(metrics)]
         axes, slot = list(grid.ravel()), None
     else:
@@ -670,7 +682,8 @@ def training_curves(curves: pd.DataFrame, metrics: list[str], labels: dict | Non
     marked = False
     for ax, metric, value in panels:
         part = curves if value is None else curves[curves[row] == value]
-        draw_lines(ax, part, "step", metric, hue, styles, band=None if many else "fill", markers=False)
+        draw_lines(ax, part, "step", metric, hue, styles, band=None if many else "fill", markers=many,
+                   markevery=0.2 if many else None)
         if metric != "perplexity":
             for v, first in quantization_starts(part, hue).items():
                 ax.axvline(first, color=styles[v]["color"] if v in styles else "0.4", linestyle=":", linewidth=1.3)
@@ -697,9 +710,8 @@ def runs_scatter(df: pd.DataFrame, x: str, ys: list[str], hue: str, style: str |
     allowed there)."""
     styles = styles or line_styles(hue_values(df, hue))
     shown = [v for v in styles if (df[hue] == v).any()]
-    names = [str(v) for v in shown]
-    rows = math.ceil(len(names) / legend_columns(names, COLUMNS * PANEL[0]))
-    fig, axes, slot = panel_grid(len(ys), top=0.0 if len(ys) % 2 else 0.25 * rows + 0.3)
+    fig, axes, slot = panel_grid(len(ys), top=0.0 if len(ys) % 2 else legend_height([str(v) for v in shown],
+                                                                                     COLUMNS * PANEL[0]))
     for ax, y in zip(axes, ys):
         for value in shown:
             s, part = styles[value], df[df[hue] == value]
