@@ -40,7 +40,7 @@ def test_finding_holds_when_c3b_fails_in_every_setting_and_says_by_how_much():
     assert v.numbers["reference_lead_at_kmax"] == pytest.approx(1 - 0.10 / 0.17)
     assert "15.0% lower at K=8192 than at K=512" in v.conditions[0].detail
     assert "C3a holds (5 of 5 conditions)" in v.conditions[0].detail
-    assert "still falls from K = 512 to the largest K, by 15% to 15.8%" in v.headline
+    assert "still falls from K = 512 to the largest K, by 15.0% to 15.8%" in v.headline
 
 
 def test_a_setting_where_baseline_stops_improving_is_named_and_fails_the_finding():
@@ -50,7 +50,7 @@ def test_a_setting_where_baseline_stops_improving_is_named_and_fails_the_finding
     assert [c.holds for c in v.conditions] == [True, False]
     assert "1.0% lower at K=8192" in v.conditions[1].detail
     assert v.numbers["longer_c3b"] == "holds" and v.numbers["reference_c3b"] == "does not hold"
-    assert v.headline.startswith("C3b holds under longer (baseline's MSE 1% lower at K = 8192 than at K = 512)")
+    assert v.headline.startswith("C3b holds under longer (baseline's MSE 1.0% lower at K = 8192 than at K = 512)")
 
 
 def test_conditions_are_the_c3_checks_on_each_settings_own_runs():

@@ -55,7 +55,7 @@ def test_c1_holds_on_a_table_where_baseline_collapses_at_large_k():
     assert v.claim == "C1" and v.seeds == [0, 1] and v.rule == claims.C1_RULE
     assert v.numbers["k_max"] == 512 and v.numbers["ratio_at_kmax"] == pytest.approx(40.0)
     assert v.numbers["ratio_at_kmin"] == pytest.approx(7 / 6) and v.numbers["ratio_spearman"] == pytest.approx(1.0)
-    assert v.numbers["usage_baseline"] == pytest.approx(0.05) and "5% of its tokens" in v.headline
+    assert v.numbers["usage_baseline"] == pytest.approx(0.05) and "5.0% of its tokens" in v.headline
 
 
 @pytest.mark.parametrize("change, broken, name", [
@@ -98,7 +98,7 @@ def test_c2_holds_on_a_table_with_a_trend_over_widths_and_merged_classes_at_the_
     v = claims.check_embeddings_collapse(table("hidden", C2))
     assert v.holds and len(v.conditions) == 4 and v.claim == "C2" and v.rule == claims.C2_RULE
     assert v.numbers["w_min"] == 2 and v.numbers["w_max"] == 16 and v.numbers["rho_mse"] == pytest.approx(-1.0)
-    assert v.numbers["probe_accuracy_wmin"] == pytest.approx(0.5) and "50% to 95%" in v.headline
+    assert v.numbers["probe_accuracy_wmin"] == pytest.approx(0.5) and "50.0% to 95.0%" in v.headline
 
 
 @pytest.mark.parametrize("change, broken", [
@@ -241,7 +241,7 @@ def test_checklist_ticks_each_condition_with_its_numbers():
     crossed = [line for line in items if "pretrain has the lower MSE" in line]
     ticked = [line for line in items if line not in crossed]
     assert len({line[2] for line in ticked}) == 1 and crossed[0][2] != ticked[0][2]  # one mark for hold, another for fail
-    assert "seed 1: baseline 2.8 vs pretrain 2.9" in crossed[0]
+    assert "seed 1: baseline 2.800 vs pretrain 2.900" in crossed[0]
 
 
 def test_verdicts_are_recorded_and_read_back_from_the_one_named_file(tmp_path):

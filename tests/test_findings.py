@@ -198,7 +198,7 @@ def test_start2_holds_when_the_lowest_mse_is_inside_in_every_seed():
     assert (c.comparison, c.threshold, c.scope) == (">", 0.0, "every seed")
     # the lowest inside, 0.5 (at 50%), against the lowest of 0% and 90%, 0.9 (at 90%): (0.9 − 0.5) / 0.9
     assert c.deciding == pytest.approx(0.4 / 0.9) and c.margin == pytest.approx(0.4 / 0.9)
-    assert "seed 0: lowest inside 0.5 (at 50%), lowest at 0% or 90% 0.9 (at 90%)" in c.detail
+    assert "seed 0: lowest inside 0.5000 (at 50%), lowest at 0% or 90% 0.9000 (at 90%)" in c.detail
     assert v.numbers["best_synthetic"] == 50.0 and v.numbers["tied_synthetic"] == "50%"
     assert v.numbers["mse_zero_cifar10"] == 1.0 and v.numbers["gap_latest_cifar10"] == pytest.approx(0.5)
 

@@ -13,6 +13,7 @@ rule log (:data:`RULE_CHANGES`) shows both verdicts.
 """
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -148,7 +149,22 @@ NAMES = {"perplexity": "perplexity", "usage": "usage", "codebook_spread": "codeb
 
 
 def pct(value: float) -> str:
-    return f"{100 * value:.3g}%"
+    """A fraction as a percentage with one decimal, the same for every number of a sentence
+    (15.0% to 15.8%, not 15% to 15.8%)."""
+    return f"{100 * value:.1f}%"
+
+
+def sig(value: float, digits: int = 3) -> str:
+    """``value`` with ``digits`` significant digits, its zeros kept (an MSE of 1.00, not 1;
+    0.0500), without an exponent (1024 in full); "nan" when it is not a number."""
+    if value is None or not math.isfinite(value):
+        return "nan"
+    if value == 0:
+        return "0"
+    text = f"{value:#.{digits}g}"
+    if "e" in text:
+        return f"{value:.0f}" if abs(value) >= 1 else f"{value:.{digits - 1}e}"
+    return text[:-1] if text.endswith(".") else text
 
 
 # --- C1: tokens collapse --------------------------------------------------------------
@@ -179,7 +195,7 @@ def regime_gap(metric: str, lower: str):
 def per_seed_pairs(t: pd.DataFrame, metric: str, index: str = "seed") -> str:
     """``seed 0: baseline 12.3 vs pretrain 45.6; ...``: the numbers behind a regime gap."""
     wide = t.pivot_table(index=index, columns="regime", values=metric)
-    return "; ".join(f"{index} {i}: baseline {row['baseline']:.4g} vs pretrain {row['pretrain']:.4g}"
+    return "; ".join(f"{index} {i}: baseline {sig(row['baseline'], 4)} vs pretrain {sig(row['pretrain'], 4)}"
                      for i, row in wide.iterrows())
 
 
@@ -204,7 +220,7 @@ def check_tokens_collapse(df: pd.DataFrame) -> Verdict:
 
     ratio = perplexity_ratio(df)
     rho = spearman(ratio.index, ratio) if len(ratio) > 1 else 0.0
-    ratios = ", ".join(f"K={k}: {v:.3g}" for k, v in ratio.items())
+    ratios = ", ".join(f"K={k}: {sig(v)}" for k, v in ratio.items())
     conditions = [per_seed("perplexity", "baseline"), per_seed("usage", "baseline"),
                   per_seed("codebook_spread", "baseline"), per_seed("mse", "pretrain"),
                   rules.condition("the pretrain/baseline perplexity ratio grows with K: higher at the largest K than "
@@ -224,7 +240,7 @@ def check_tokens_collapse(df: pd.DataFrame) -> Verdict:
         "ratio_at_kmin": float(ratio[k_min]), "ratio_at_kmax": float(ratio[k_max]), "ratio_spearman": rho,
     }
     headline = (f"At K = {int(k_max)}, baseline uses {pct(numbers['usage_baseline'])} of its tokens and pretrain "
-                f"{pct(numbers['usage_pretrain'])}; pretrain's perplexity is {ratio[k_max]:.3g}× baseline's.")
+                f"{pct(numbers['usage_pretrain'])}; pretrain's perplexity is {sig(ratio[k_max])}× baseline's.")
     return Verdict("C1", "Tokens collapse (synthetic data)", C1_RULE, conditions, numbers,
                    statement=C1_CLAIM, headline=headline, seeds=seeds)
 
@@ -296,7 +312,7 @@ def check_embeddings_collapse(df: pd.DataFrame, claim: str = "C2",
 
     def trend(metric, sign):
         word = "rises" if sign > 0 else "falls"
-        values = "; ".join(f"seed {s}: " + ", ".join(f"{by[(metric, w)][s]:.3g}" for w in widths) for s in seeds)
+        values = "; ".join(f"seed {s}: " + ", ".join(sig(by[(metric, w)][s]) for w in widths) for s in seeds)
         return rules.condition(f"{NAMES[metric]} {word} with width: Spearman ρ {'≥' if sign > 0 else '≤'} "
                                f"{sign * TREND_RHO:g} in every seed", pre, width_trend(metric),
                                ">=" if sign > 0 else "<=", sign * TREND_RHO,
@@ -309,7 +325,7 @@ def check_embeddings_collapse(df: pd.DataFrame, claim: str = "C2",
                **{f"rho_{m}": float(min(r.values(), key=abs)) for m, r in rhos.items()}}
     headline = (f"From width {int(w_min)} to {int(w_max)}, the probe's accuracy goes from "
                 f"{pct(numbers['probe_accuracy_wmin'])} to {pct(numbers['probe_accuracy_wmax'])} and MSE from "
-                f"{numbers['mse_wmin']:.3g} to {numbers['mse_wmax']:.3g}.")
+                f"{sig(numbers['mse_wmin'])} to {sig(numbers['mse_wmax'])}.")
     return Verdict(claim, title, C2_RULE, conditions, numbers, statement=C2_CLAIM, headline=headline, seeds=seeds)
 
 
@@ -326,7 +342,7 @@ def check_embeddings_collapse_v1(df: pd.DataFrame) -> Verdict:
                                lambda t: sign * (at_width(metric, w_max)(t) - at_width(metric, w_min)(t)), ">", 0,
                                what=f"{NAMES[metric]} at width {w_max} − at width {w_min}" if sign > 0 else
                                f"{NAMES[metric]} at width {w_min} − at width {w_max}",
-                               detail="; ".join(f"seed {s}: {a[s]:.4g} -> {b[s]:.4g}" for s in seeds))
+                               detail="; ".join(f"seed {s}: {sig(a[s], 4)} -> {sig(b[s], 4)}" for s in seeds))
 
     conditions = [change("probe_accuracy", "rises"), change("fisher_ratio", "rises"), change("mse", "falls"),
                   _merge_condition(pre, by, seeds, w_min)]
@@ -391,7 +407,7 @@ def _beats(large: pd.DataFrame, metric: str, better: str) -> Condition:
                            statistic, ">", 0, what=f"smallest {'pretrain − baseline' if sign > 0 else 'baseline − pretrain'}"
                            f" {NAMES[metric]} over K", detail=per_seed_pairs(large, metric, "codebook_size")
                            if large.seed.nunique() == 1 else "; ".join(
-                               f"K={k} seed {s}: baseline {row['baseline']:.4g} vs pretrain {row['pretrain']:.4g}"
+                               f"K={k} seed {s}: baseline {sig(row['baseline'], 4)} vs pretrain {sig(row['pretrain'], 4)}"
                                for (k, s), row in large.pivot_table(index=["codebook_size", "seed"], columns="regime",
                                                                     values=metric).iterrows()))
 
@@ -417,7 +433,7 @@ def _pretrain_falls(large: pd.DataFrame, mse: pd.DataFrame) -> Condition:
     return rules.condition(f"pretrain's MSE falls from each K ≥ {LARGE_K} to the next", large,
                            lambda t: float(pretrain_mse(t).diff().max()) if len(mse) > 1 else float("nan"), "<", 0,
                            scope="all seeds", what="largest rise of pretrain's seed-mean MSE from one K to the next",
-                           detail=", ".join(f"K={k}: {v:.4g}" for k, v in mse["pretrain"].items()))
+                           detail=", ".join(f"K={k}: {sig(v, 4)}" for k, v in mse["pretrain"].items()))
 
 
 def _lead_grows(large: pd.DataFrame) -> Condition:
@@ -432,7 +448,7 @@ def _baseline_flat(large: pd.DataFrame, mse: pd.DataFrame) -> tuple[Condition, f
     ks = mse.index.tolist()
     gain = baseline_gain(large)
     detail = (f"{gain:.1%} lower; " if len(ks) > 1 else f"only one K ≥ {LARGE_K} in the sweep; ") + \
-        ", ".join(f"K={k}: {v:.4g}" for k, v in mse["baseline"].items())
+        ", ".join(f"K={k}: {sig(v, 4)}" for k, v in mse["baseline"].items())
     return rules.condition(f"baseline's MSE stops improving: less than 2% lower at K={ks[-1]} than at K={ks[0]}",
                            large, baseline_gain, "<", 0.02, scope="all seeds",
                            what=f"baseline's MSE gain from K={ks[0]} to K={ks[-1]}", detail=detail), gain

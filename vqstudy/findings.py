@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from vqstudy import claims, rules
-from vqstudy.claims import Verdict, pct, spearman
+from vqstudy.claims import Verdict, pct, sig, spearman
 from vqstudy.rules import Condition
 
 
@@ -283,7 +283,7 @@ def check_optimum(df: pd.DataFrame, rule: str = "") -> Verdict:
             for where, rows in (("inside", g[inside]), (f"at 0% or {latest:.0f}%", g[~inside])):
                 if len(rows):
                     lowest = rows.loc[rows.mse.idxmin()]
-                    parts.append(f"lowest {where} {lowest.mse:.4g} (at {_percent(lowest.switch_percent)})")
+                    parts.append(f"lowest {where} {sig(lowest.mse, 4)} (at {_percent(lowest.switch_percent)})")
             per_seed.append(f"seed {s}: " + ", ".join(parts))
         conditions.append(rules.condition(
             f"{dataset}: the lowest final MSE is at a switch strictly between 0% and {latest:.0f}% in every seed", d,
@@ -342,7 +342,7 @@ def check_capacity(df: pd.DataFrame) -> Verdict:
             f"{name} {'rises' if sign > 0 else 'falls'} with width: Spearman ρ {'≥' if sign > 0 else '≤'} "
             f"{sign * claims.TREND_RHO:g} in every seed", pre, claims.width_trend(metric),
             ">=" if sign > 0 else "<=", sign * claims.TREND_RHO, what=f"Spearman ρ(width, {name})",
-            detail=f"widths {widths}: " + "; ".join(f"seed {s}: " + ", ".join(f"{by[(metric, w)][s]:.3g}" for w in widths)
+            detail=f"widths {widths}: " + "; ".join(f"seed {s}: " + ", ".join(sig(by[(metric, w)][s]) for w in widths)
                                                     for s in seeds))
         conditions.append(c)
         rhos[metric] = c.values
@@ -360,10 +360,16 @@ def check_capacity(df: pd.DataFrame) -> Verdict:
             for tag, w in (("wmin", w_min), ("wmax", w_max)):
                 numbers[f"{short}_{regime}_{tag}"] = float(stats.loc[w, "mean"])
                 numbers[f"{short}_{regime}_{tag}_sd"] = float(stats.loc[w, "std"]) if len(seeds) > 1 else 0.0
+    def mse_at(w) -> str:  # the seeds' test MSE in words: their mean where they agree, else median and each seed's
+        values = by[("mse", w)].tolist()
+        if len(values) > 1 and (min(values) <= 0 or max(values) / min(values) >= 1.5):
+            return f"median {sig(float(np.median(values)))} (seeds: {', '.join(sig(v) for v in values)})"
+        return sig(float(np.mean(values)))
+
     headline = (f"Pretrain, {len(seeds)} seeds: the per-image probe's accuracy is "
                 f"{pct(numbers['acc_pretrain_wmin'])} at width {w_min} and "
                 f"{pct(numbers['acc_pretrain_wmax'])} at width {w_max}; test MSE "
-                f"{numbers['mse_pretrain_wmin']:.3g} and {numbers['mse_pretrain_wmax']:.3g}.")
+                f"{mse_at(w_min)} and {mse_at(w_max)}.")
     return Verdict("CAP", "Embeddings collapse on CIFAR-10 (encoder width)", CAP_RULE, conditions, numbers,
                    statement=CAP_STATEMENT, headline=headline, seeds=seeds, role="finding")
 
@@ -586,8 +592,8 @@ def check_fixes(df: pd.DataFrame) -> Verdict:
             f"{data}, K={k}: the paper's fix's seed-mean MSE is at most {FIXES_MSE_MARGIN:.0%} above the lowest among "
             "the methods that avoid collapse", part, mse_above_best, "<=", FIXES_MSE_MARGIN, scope="all seeds",
             what="fix's seed-mean MSE / lowest − 1, among the methods that avoid collapse",
-            detail=(f"paper's fix {mean.mse[PAPER_FIX]:.4g}{'' if fix_avoids else ' (does not avoid collapse)'}; "
-                    f"best that avoids collapse: {best} {mean.mse[best]:.4g}; tied with it: {', '.join(ties)}"
+            detail=(f"paper's fix {sig(mean.mse[PAPER_FIX], 4)}{'' if fix_avoids else ' (does not avoid collapse)'}; "
+                    f"best that avoids collapse: {best} {sig(mean.mse[best], 4)}; tied with it: {', '.join(ties)}"
                     if best else "no method avoids collapse") + f"; {len(found)} of {len(mean)} methods avoid it: "
             + ", ".join(found)))
         key_ = part.iloc[0]["key"]
@@ -609,8 +615,8 @@ def check_fixes(df: pd.DataFrame) -> Verdict:
             })
             others = [m for m in ties if m != best]
             lines.append(f"on {data} (K = {k}) {len(found)} of {len(mean)} methods avoid collapse, the paper's fix "
-                         + (f"ranks {ranks.loc[PAPER_FIX, 'rank']} of them by MSE ({mean.mse[PAPER_FIX]:.3g}; best "
-                            f"{best}, {mean.mse[best]:.3g}" + (f", tied with {', '.join(others)}" if others else "")
+                         + (f"ranks {ranks.loc[PAPER_FIX, 'rank']} of them by MSE ({sig(mean.mse[PAPER_FIX])}; best "
+                            f"{best}, {sig(mean.mse[best])}" + (f", tied with {', '.join(others)}" if others else "")
                             + ")" if fix_avoids else
                             f"does not ({mean.usage[PAPER_FIX]:.0%} of its tokens in use)"))
     headline = "Keeping at least half the tokens in use: " + "; ".join(lines) + "."
