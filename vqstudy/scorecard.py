@@ -43,10 +43,12 @@ CARD_CLASSES = {"holds": "vq-holds", "does not hold": "vq-fails", None: "vq-none
 # records its verdicts, so a chapter that recorded verdicts has it.
 LEAD_CHAPTER = "tokens_collapse"
 LEAD_CAPTION = ("Tokens collapse (C1) at the largest codebook, first seed: evaluation embeddings coloured by "
-                "class, tokens in use as crosses, dead tokens as circles; top row baseline (K-means on the "
-                "untrained encoder), bottom row pretrain (autoencoder first); left at the start of quantization, "
-                "right after training; all four panels on the same axes, with a magnified inset where the "
-                "points are too small to see. The chapter has the numbers.")
+                "class, tokens in use as black crosses, dead tokens as hollow circles; top row baseline (K-means "
+                "on the untrained encoder), bottom row pretrain (autoencoder first); left at the start of "
+                "quantization, right after training; all four panels on the same axes, with a magnified inset "
+                "where the points are too small to see. Look at where each row's tokens start and how many of "
+                "them end as circles: each panel's title gives its perplexity and dead tokens, the chapter the "
+                "numbers over all seeds.")
 
 
 def lead_figure(notebook: str) -> str:
