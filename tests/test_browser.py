@@ -7,6 +7,8 @@ width (1400 px) and a phone width (390 px). On every page of the table of conten
 - the page loads with its title, and a screenshot is not blank;
 - every image is decoded (non-zero natural size), and every chapter shows as many figures
   as its executed notebook, and its provenance;
+- every figure of a chapter, and the introduction's lead figure, is numbered ("Fig. 3"),
+  with a caption and alt text (a ``{glue:figure}`` or ``{figure}``);
 - nothing is wider than the content column unless it scrolls inside its own box, and the
   page itself never scrolls sideways; at 1400 px a result table fits without scrolling;
 - no raw TeX is visible and no MathJax is loaded (a page must read complete offline);
@@ -41,6 +43,10 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 WIDTHS = (1400, 390)                       # a desktop, a phone
 SCREENSHOTS = ("book/claims/scorecard", "book/claims/tokens_collapse", "book/claims/cifar10_scaling",
                "book/claims/longer_training")
+# A figure drawn for the page (vqstudy.plots: about 6 inches at 100 dpi, fonts of 12 pt) is shown on a
+# phone's column (about 340 px) at no less than this share of its size, where its text is still
+# about 8 px or more; a figure of three panels a row was shown at a third.
+LEGIBLE_SCALE = 0.44
 BADGE_WORDS = {"holds", "does not hold", "no verdict", "holds, fragile", "does not hold, fragile"}
 
 pytestmark = pytest.mark.slow
@@ -136,6 +142,22 @@ return {spilled: spilled, scrollingTables: scrollingTables,
         cards: article.querySelectorAll('.vq-card').length};
 """
 
+# Every figure image of the page (an image of _images/): its alt text, the number and the text of
+# the caption of the <figure> it is in ('' where there is none).
+FIGURES = """
+const article = document.querySelector('article.bd-article') || document.querySelector('main');
+return Array.from(article.querySelectorAll('img')).filter(img => (img.getAttribute('src') || '').includes('_images/'))
+  .map(img => {
+    const figure = img.closest('figure');
+    const caption = figure ? figure.querySelector('figcaption') : null;
+    const number = caption ? caption.querySelector('.caption-number') : null;
+    return {src: img.getAttribute('src'), alt: (img.getAttribute('alt') || '').trim(),
+            natural: img.naturalWidth, shown: img.getBoundingClientRect().width,
+            number: number ? number.textContent.trim() : '',
+            caption: caption ? (caption.querySelector('.caption-text') || caption).textContent.trim() : ''};
+  });
+"""
+
 # TeX a reader should never see: \( \) \[ \] $$, $x^2$-like spans, TeX commands, ^{ and _{.
 RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$|\$[^$\s]{1,40}\$|\\(?:frac|mathrm|mathbf|text|sum|cdot|times|leq?"
                      r"|geq?|rho|sigma|mu|alpha|beta)\b|\^\{|_\{")
@@ -220,6 +242,19 @@ def test_every_page_reads_at_desktop_and_phone_widths(browser, site, tmp_path):
                 problems.append(f"{where}: loads MathJax {layout['mathjax']} (needs the network; write the "
                                 "formula in plain text or Unicode)")
             name = page.rsplit("/", 1)[-1]
+            if name in chapters or page == toc[0]:  # a chapter's figures and the introduction's lead figure
+                for f in browser.execute_script(FIGURES):
+                    if not re.fullmatch(r"Fig\. \d+\.?", f["number"]):
+                        problems.append(f"{where}: figure {f['src']} has no numbered caption (a {{glue:figure}})")
+                    if len(f["caption"]) < 40:
+                        problems.append(f"{where}: figure {f['src']} has no caption saying what to look at: "
+                                        f"{f['caption']!r}")
+                    if len(f["alt"]) < 20 or f["alt"].endswith(".png"):
+                        problems.append(f"{where}: figure {f['src']} has no alt text: {f['alt']!r}")
+                    if width < 1400 and f["natural"] and f["shown"] < LEGIBLE_SCALE * f["natural"]:
+                        problems.append(f"{where}: figure {f['src']} is shown at {f['shown'] / f['natural']:.0%} of "
+                                        f"its size, its text too small to read (at most two panels a row, "
+                                        "vqstudy.plots.panel_grid)")
             if name in chapters:
                 expected = figures_in(root / runner.EXECUTED_DIR / f"{name}.ipynb")
                 shown = sum(1 for src, _, _ in images if "_images/" in (src or ""))

@@ -3,6 +3,7 @@ smoke book, tests/conftest.py) and records verdicts consistent with their condit
 (computed, not asserted: smoke runs are too short to judge a claim)."""
 
 import json
+import re
 
 import nbformat
 import pytest
@@ -24,6 +25,44 @@ def test_toc_lists_every_notebook_and_each_is_committed_without_outputs():
 
 
 GLUED_PNG = "application/papermill.record/image/png"  # a figure glued for a {glue:figure}
+GLUE_FIGURE = re.compile(r"^(`{3,})\{glue:figure\}\s+(\S+)\s*\n(.*?)^\1\s*$", re.S | re.M)
+
+
+def glue_figures(nb) -> dict:
+    """Every ``{glue:figure}`` directive of a notebook's Markdown cells: its glue key ->
+    (options, caption)."""
+    found = {}
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        for _, key, body in GLUE_FIGURE.findall(cell.source):
+            lines = body.split("\n")
+            options = {}
+            while lines and lines[0].startswith(":"):
+                name, _, value = lines.pop(0)[1:].partition(":")
+                options[name.strip()] = value.strip()
+            found[key] = (options, " ".join(lines).strip())
+    return found
+
+
+def test_every_chapter_figure_is_numbered_with_alt_text_and_a_caption():
+    """A chapter shows its figures as ``{glue:figure}``s (numbered by Sphinx), each with alt
+    text and a caption that says what to look at; the chapters' figure labels are unique in
+    the book (the template's figure has none, so that two forks of it do not clash)."""
+    labels = {}
+    for name in runner.executed_notebooks() + ["template"]:
+        nb = nbformat.read(REPO_ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+        figures = glue_figures(nb)
+        assert figures, f"{name}: no {{glue:figure}}"
+        for key, (options, caption) in figures.items():
+            where = f"{name}: {{glue:figure}} {key}"
+            assert len(options.get("alt", "")) >= 40, f"{where}: alt text missing or too short: {options}"
+            assert len(caption) >= 60 and "look" in caption.lower(), \
+                f"{where}: the caption should say what to look at: {caption!r}"
+            if name != "template":
+                assert options.get("name"), f"{where}: no :name: (a label the prose can cite)"
+                assert options["name"] not in labels, f"{where}: label also in {labels[options['name']]}"
+                labels[options["name"]] = name
 
 
 def images(nb) -> int:
@@ -40,6 +79,13 @@ def test_chapter_executes_at_smoke_with_figures_and_consistent_verdicts(built_bo
               if o.get("output_type") == "error"]
     assert not errors, f"{name}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
     assert images(nb) > 0, f"{name}: the executed notebook has no figures"
+    # every figure is glued and shown by a {glue:figure} (numbered, captioned), none displayed bare
+    glued = {o.get("metadata", {}).get("scrapbook", {}).get("name") for c in nb.cells if c.cell_type == "code"
+             for o in c.get("outputs", []) if GLUED_PNG in o.get("data", {})}
+    bare = [c.source[:60] for c in nb.cells if c.cell_type == "code" and "remove-cell" not in c.metadata.get("tags", [])
+            for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert not bare, f"{name}: figures shown outside a {{glue:figure}} (no number, caption or alt text): {bare}"
+    assert glued == set(glue_figures(nb)), f"{name}: glued {sorted(glued)}, shown {sorted(glue_figures(nb))}"
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1 and "remove-cell" in injected[0].metadata["tags"]
     assert 'profile = "smoke"' in injected[0].source

@@ -964,11 +964,13 @@ def against_schedule(runs: pd.DataFrame, metrics: list[str], line: str, column: 
     values = sorted(runs[line].unique())
     name = line_name or KEY_LABELS.get(line, label(line, labels))
     lines = [(r, v) for r in sorted(runs.regime.unique()) for v in values]
+    # every panel's bands first, so that a row's shared axis holds all of them
+    bands = {(i, j): seed_band(runs if value is None else runs[runs[column] == value], ["regime", line], metric)
+             for j, value in enumerate(columns) for i, metric in enumerate(metrics)}
     for j, value in enumerate(columns):
-        data = runs if value is None else runs[runs[column] == value]
         for i, metric in enumerate(metrics):
             ax = panel(i, j)
-            band = seed_band(data, ["regime", line], metric)
+            band = bands[(i, j)]
             for (regime, v), g in band.groupby(["regime", line]):
                 k = values.index(v)
                 color = REGIME_COLORS.get(regime)
@@ -980,17 +982,18 @@ def against_schedule(runs: pd.DataFrame, metrics: list[str], line: str, column: 
                     ax.vlines(x, g.lo, g.hi, color=color, linewidth=1.2, alpha=0.7)
                     ax.fill_between(x, g.lo, g.hi, color=color, alpha=0.12, linewidth=0)
             steps_axis(ax, runs.total_steps)
-            values_shown = pd.concat([seed_band(runs, ["regime", line], metric)[c] for c in ("lo", "hi")])
+            row = [bands[(i, jj)] for jj in (range(len(columns)) if column else [j])]
+            values_shown = pd.concat([b[c] for b in row for c in ("lo", "hi", "mean")])
             set_scale(ax, values_shown, percent=metric in PERCENT)
             if metric in PERCENT:
-                ax.set_ylim(max(0.0, values_shown.min() - 0.05), min(1.0, values_shown.max() + 0.05))
+                ax.set_ylim(max(-0.02, values_shown.min() - 0.05), min(1.03, values_shown.max() + 0.05))
             if j == 0:
                 ax.set_ylabel(axis_label(metric, labels))
             if ax in bottom:
                 ax.set_xlabel("training steps (log scale)")
             if value is not None and i == 0:
                 ax.set_title(f"{label(column, labels)}: {value}")
-    figure_legend(fig, axes, slot=slot, title=title)
+    figure_legend(fig, axes, slot=slot)
     return fig
 
 
