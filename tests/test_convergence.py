@@ -78,3 +78,19 @@ def test_a_run_table_counts_converged_runs_for_its_verdicts():
     v = claims.Verdict("X", "t", "r", [claims.Condition("c", True, "")], {}).judged_on(table)
     assert (v.steps, v.runs, v.converged) == ([1000], 3, 2)
     assert v.schedule_text() == "at 1000 steps; 2 of 3 runs converged"
+
+
+def test_runs_without_curves_say_convergence_was_not_measured():
+    from vqstudy import claims
+
+    results = [{"metrics": {"mse": 0.1}, "autoencoder_mse_at_vq_init": 0.1, "seconds": 1.0,
+                "config": {"total_steps": 1000}, "curves": c}
+               for c in ({"step": [], "phase": [], "mse": [], "usage": [], "perplexity": []}, curves((0.1, 0.1)))]
+    table = RunSet([{"seed": 0}, {"seed": 1}], results).table
+    assert table.converged.tolist() == [None, True]
+    v = claims.Verdict("X", "t", "r", [claims.Condition("c", True, "")], {}).judged_on(table)
+    assert (v.runs, v.converged, v.unmeasured) == (2, 1, 1)
+    assert v.schedule_text() == "at 1000 steps; 1 of 2 runs converged (1 without curves to tell)"
+    none = claims.Verdict("X", "t", "r", [], {}).judged_on(table.iloc[:1])
+    assert none.schedule_text() == "at 1000 steps; convergence not measured (no training curves recorded)"
+    assert none.to_dict()["schedule_text"] == none.schedule_text()

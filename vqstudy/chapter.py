@@ -151,7 +151,8 @@ class RunSet:
             row["autoencoder_mse"] = r["autoencoder_mse_at_vq_init"]
             row["seconds"] = r["seconds"]
             row["total_steps"] = r["config"]["total_steps"]
-            row["converged"] = convergence.converged(r["curves"], r["config"]["total_steps"])
+            # True / False by the rule; None where the curves cannot tell (no curves recorded)
+            row["converged"] = convergence.run_convergence(r["curves"], r["config"]["total_steps"])["converged"]
             rows.append(row)
         self.table = pd.DataFrame(rows)
 

@@ -41,6 +41,7 @@ class Verdict:
     steps: list = field(default_factory=list)  # total_steps of the runs judged: the schedule it belongs to
     runs: int = 0              # runs judged, and how many of them converged (vqstudy.convergence)
     converged: int = 0
+    unmeasured: int = 0        # runs whose curves cannot tell (none recorded): counted as not converged
 
     @property
     def holds(self) -> bool:
@@ -72,7 +73,8 @@ class Verdict:
                                             c.margin_in_spreads if c.margin_in_spreads is not None else c.margin))
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "holds": self.holds, "fragile": self.fragile, "fragility": self.fragility()}
+        return {**asdict(self), "holds": self.holds, "fragile": self.fragile, "fragility": self.fragility(),
+                "schedule_text": self.schedule_text()}
 
     def judged_on(self, table: pd.DataFrame) -> "Verdict":
         """Record the schedule of the runs in ``table`` and how many converged (its
@@ -80,14 +82,13 @@ class Verdict:
         rule of :mod:`vqstudy.convergence`)."""
         self.steps = sorted(int(s) for s in table["total_steps"].unique()) if "total_steps" in table else []
         self.runs = len(table)
-        self.converged = int(table["converged"].fillna(False).astype(bool).sum()) if "converged" in table else 0
+        known = table["converged"].dropna() if "converged" in table else pd.Series(dtype=bool)
+        self.converged, self.unmeasured = int(known.astype(bool).sum()), len(table) - len(known)
         return self
 
     def schedule_text(self) -> str:
         """``at 1000 steps; 4 of 30 runs converged``, or "" when unknown."""
-        if not self.steps or not self.runs:
-            return ""
-        return f"at {schedule_steps(self.steps)}; {self.converged} of {self.runs} runs converged"
+        return schedule_sentence(asdict(self))
 
     def checklist(self) -> str:
         """The verdict as Markdown: the outcome, then each condition ticked or crossed
@@ -109,6 +110,19 @@ class Verdict:
 def schedule_steps(steps: list) -> str:
     """``1000 steps``, or ``1000–4000 steps`` for runs of several lengths."""
     return f"{steps[0]} steps" if len(steps) == 1 else f"{min(steps)}–{max(steps)} steps"
+
+
+def schedule_sentence(verdict: dict) -> str:
+    """``at 1000 steps; 4 of 30 runs converged`` from a verdict dict, saying how many runs
+    recorded no curves to judge convergence by ("convergence not measured" when none did)."""
+    if not verdict.get("steps") or not verdict.get("runs"):
+        return ""
+    runs, unmeasured = verdict["runs"], verdict.get("unmeasured", 0)
+    where = f"at {schedule_steps(verdict['steps'])}; "
+    if unmeasured >= runs:
+        return where + "convergence not measured (no training curves recorded)"
+    return where + f"{verdict.get('converged', 0)} of {runs} runs converged" + \
+        (f" ({unmeasured} without curves to tell)" if unmeasured else "")
 
 
 def verdict_path(folder, notebook: str) -> Path:

@@ -78,7 +78,10 @@ def steps_text(steps: list) -> str:
 
 def schedule_text(verdict: dict) -> str:
     """``at 1000 steps; 4 of 30 runs converged`` from the verdict's ``steps``, ``runs``
-    and ``converged``; "" when it does not say."""
+    and ``converged`` (the verdict's own ``schedule_text`` where it recorded one, which also
+    says how many runs had no curves to tell); "" when it does not say."""
+    if verdict.get("schedule_text"):
+        return verdict["schedule_text"]
     if not verdict.get("steps") or not verdict.get("runs"):
         return ""
     return f"at {steps_text(verdict['steps'])}; {verdict.get('converged', 0)} of {verdict['runs']} runs converged"
