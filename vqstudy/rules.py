@@ -117,11 +117,11 @@ def typical_spread(measured: dict) -> dict:
     """Per metric, the median over the measured runs of each run's largest relative change
     under any change of the floating-point path.
 
-    The median, not the largest: a collapsed codebook turns a change of a few tokens into
-    a relative change of several hundred percent of its tiny usage (measured: C2h at width
-    64, usage 5.1 times larger under another CPU's kernels), which scaled onto every run
-    would move a usage of 90% below zero; the typical run's spread is what a condition's
-    runs are tested against."""
+    The median, not the largest: the largest changes come from a few runs whose training is
+    chaotic (measured: C2h at width 256, silhouette 56% and perplexity 21% apart under
+    another CPU's kernels; C1's collapsed baseline at K = 1024, usage 15% apart), and scaled
+    onto every run they would call fragile conditions whose runs do not move that way. The
+    Protocol page shows the largest beside the typical."""
     per_run = {}
     for row in measured["runs"]:
         for metric, change in row["change"].items():
