@@ -27,6 +27,7 @@ import io
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import nbformat
@@ -219,8 +220,12 @@ def test_every_page_reads_at_desktop_and_phone_widths(browser, site, tmp_path):
                 problems.append(f"{page}: {path} was not built")
                 continue
             browser.get(path.as_uri())
-            title = browser.execute_script("const h = document.querySelector('article h1, main h1'); "
-                                           "return h ? h.textContent.trim() : '';")
+            for _ in range(20):  # headless Chromium now and then answers before the page's DOM is there
+                title = browser.execute_script("const h = document.querySelector('article h1, main h1'); "
+                                               "return h ? h.textContent.trim() : '';")
+                if title:
+                    break
+                time.sleep(0.25)
             if not title:
                 problems.append(f"{where}: no title (h1) on the page")
             images = browser.execute_async_script(DECODE_IMAGES)
