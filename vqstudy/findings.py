@@ -16,7 +16,8 @@ One section per chapter, in the order of the book:
   (:func:`check_collapse_costs_the_class`);
 - ``notebooks/vq_fixes.ipynb``: Fixes (:func:`check_fixes`) and its ranking (:func:`ranking`);
 - ``notebooks/measuring_collapse.ipynb`` (Practitioners' questions): PQ1
-  (:func:`check_batch_understates`).
+  (:func:`check_batch_understates`);
+- ``notebooks/usage_growth.ipynb`` (Practitioners' questions): GROW1 (:func:`check_usage_growth`).
 
 (R3, the finding of ``cifar10_robustness``, is judged by C3's own checks and lives beside
 them in :mod:`vqstudy.claims`.)
@@ -682,3 +683,96 @@ def check_batch_understates(df: pd.DataFrame) -> Verdict:
                 + "; ".join(parts) + ".")
     return Verdict("PQ1", "Per-batch perplexity understates the codebook", PQ1_RULE, conditions, numbers,
                    statement=PQ1_QUESTION, headline=headline, seeds=_seeds(df), role="finding")
+
+
+# === usage_growth: does codebook use fall as the codebook grows? ============================
+
+GROW_HALF = 0.5   # usage below this share of the K tokens: the codebook has lost half of them
+
+GROW_QUESTION = ("As the codebook grows, does the share of its tokens in use fall? At what K does it fall below half "
+                 "when the codebook starts from the untrained encoder (baseline), and does it fall below half at "
+                 "all when it starts from the pretrained one (pretrain)?")
+
+GROW1_RULE = (
+    "Usage is the share of the K tokens that are the nearest token of at least one test-set embedding, counted over "
+    "the whole test set (the Protocol's measure). GROW1 holds if both: (a) *baseline falls below half*: in every "
+    f"seed, baseline's usage is below {GROW_HALF:.0%} at some K of the sweep (statistic: each seed's lowest baseline "
+    f"usage over the sweep's K; comparison: < {GROW_HALF:g}); and (b) *pretrain does not*: in every seed, pretrain's "
+    f"usage is at least {GROW_HALF:.0%} at every K of the sweep (statistic: each seed's lowest pretrain usage over the "
+    f"sweep's K; comparison: ≥ {GROW_HALF:g}). Reported beside the verdict, not judged: the K at which each regime's "
+    f"usage falls below half, the smallest K of the sweep whose seed-mean usage is below {GROW_HALF:.0%} (and each "
+    "seed's own), and the perplexity as a share of K.")
+
+
+def lowest_usage(regime: str):
+    """GROW1's statistic for ``regime`` (runs of one seed, or any table): its lowest usage
+    over the table's K; NaN without a run of that regime."""
+    def statistic(t: pd.DataFrame) -> float:
+        usage = t.loc[t.regime == regime, "usage"]
+        return float(usage.min()) if len(usage) and not usage.isna().any() else math.nan
+    return statistic
+
+
+def k_below_half(t: pd.DataFrame, regime: str, threshold: float = GROW_HALF):
+    """The smallest K at which ``regime``'s mean usage over the table's seeds is below
+    ``threshold`` (one seed's runs: that seed's own), or None where no K is."""
+    means = t[t.regime == regime].groupby("codebook_size").usage.mean().sort_index()
+    below = means[means < threshold]
+    return int(below.index[0]) if len(below) else None
+
+
+def check_usage_growth(df: pd.DataFrame) -> Verdict:
+    """GROW1 on one row per run (columns regime, seed, codebook_size, usage, perplexity):
+    baseline's usage falls below half at some K, in every seed; pretrain's stays at or
+    above half at every K, in every seed. Numbers: the K at which each regime falls below
+    half (seed means, and per seed), and each regime's seed-mean usage and perplexity share
+    (perplexity / K) at every K."""
+    ks = sorted(int(k) for k in df.codebook_size.unique())
+    k_min, k_max = (ks[0], ks[-1]) if ks else (0, 0)
+    seeds = _seeds(df)
+    numbers = {"k_min": k_min, "k_max": k_max, "threshold": GROW_HALF, "n_k": len(ks)}
+    details = {}
+    for regime in ("baseline", "pretrain"):
+        rows = df[df.regime == regime]
+        crossing = k_below_half(rows, regime)
+        per_seed = {s: k_below_half(rows[rows.seed == s], regime) for s in seeds}
+        numbers[f"k_half_{regime}"] = crossing if crossing is not None else 0   # 0: no K of the sweep
+        numbers[f"k_half_{regime}_text"] = str(crossing) if crossing is not None else f"none up to K = {k_max}"
+        numbers[f"k_half_{regime}_seeds"] = ", ".join(f"seed {s}: {v if v is not None else 'none'}"
+                                                     for s, v in per_seed.items())
+        means = rows.groupby("codebook_size")[["usage", "perplexity"]].mean()
+        for k in means.index:
+            numbers[f"usage_{regime}_{int(k)}"] = float(means.usage[k])
+            numbers[f"share_{regime}_{int(k)}"] = float(means.perplexity[k] / k)
+        if len(rows):
+            numbers[f"usage_{regime}_kmax"] = float(means.usage.get(k_max, math.nan))
+            numbers[f"share_{regime}_kmax"] = float(means.perplexity.get(k_max, math.nan) / k_max)
+        details[regime] = "; ".join(
+            f"seed {s}: " + ", ".join(f"K={int(k)} {u:.1%}" for k, u in
+                                      rows[rows.seed == s].sort_values("codebook_size")[["codebook_size", "usage"]]
+                                      .itertuples(index=False))
+            for s in seeds if (rows.seed == s).any())
+    conditions = []
+    for regime, comparison, words in (("baseline", "<", "falls below"), ("pretrain", ">=", "stays at or above")):
+        if not (df.regime == regime).any():
+            conditions.append(_not_judged(f"{regime}'s usage {words} {GROW_HALF:.0%}", f"no {regime} runs"))
+            continue
+        scope_words = "at some K of the sweep" if regime == "baseline" else "at every K of the sweep"
+        c = rules.condition(
+            f"{regime}'s usage {words} {GROW_HALF:.0%} {scope_words} (K = {k_min} to {k_max}), in every seed", df,
+            lowest_usage(regime), comparison, GROW_HALF, what=f"{regime}'s lowest usage over the sweep's K",
+            detail=details[regime])
+        conditions.append(c)
+        numbers[f"lowest_{regime}"] = float(c.deciding)
+    b, p = numbers["k_half_baseline_text"], numbers["k_half_pretrain_text"]
+    headline = (f"Seed means over {len(seeds)} seeds, K = {k_min} to {k_max}: baseline's usage falls below "
+                f"{GROW_HALF:.0%} at K = {b}" if numbers["k_half_baseline"] else
+                f"Seed means over {len(seeds)} seeds, K = {k_min} to {k_max}: baseline's usage does not fall below "
+                f"{GROW_HALF:.0%} ({b})")
+    headline += (f"; pretrain's at K = {p}" if numbers["k_half_pretrain"] else f"; pretrain's does not ({p})")
+    if "usage_baseline_kmax" in numbers and "usage_pretrain_kmax" in numbers:
+        headline += (f"; at K = {k_max}, {pct(numbers['usage_baseline_kmax'])} of baseline's tokens are in use and "
+                     f"{pct(numbers['usage_pretrain_kmax'])} of pretrain's")
+    headline += "."
+    return Verdict("GROW1", "Usage as the codebook grows: baseline falls below half, pretrain does not", GROW1_RULE,
+                   conditions, numbers, statement=GROW_QUESTION, headline=headline, seeds=seeds, role="finding")
