@@ -121,6 +121,14 @@ def test_a_fragile_verdict_says_so_on_its_badge_and_its_card_names_the_condition
     assert scorecard.badge(None) == "{bdg-secondary}`no verdict`"
 
 
+def test_a_card_says_how_more_seeds_moved_a_fragile_verdict_and_only_then():
+    moved = verdict("C1", more_seeds="C1 holds at 3 seeds, fragile (x, margin 0.01); with seeds 0, 1, 2, 3, 4: "
+                                     "holds, no longer fragile.")
+    page = scorecard.page(entries(alpha=[moved, verdict("C3a")]), DATE)
+    assert "*More seeds.* C1 holds at 3 seeds, fragile" in card_of(page, "C1")
+    assert "More seeds" not in card_of(page, "C3a")
+
+
 def test_a_card_shows_the_verdict_at_the_longest_recorded_schedule_beside_this_builds():
     long = {"record": "long-cpu-2026-12-07", "date": "2026-12-07", "chapter": "delta",
             "verdicts": {"C1": verdict("C1", holds=False, steps=[32000], runs=12, converged=11, schedule=16)}}

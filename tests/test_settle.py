@@ -25,7 +25,8 @@ def chapter(seed: list) -> Chapter:
 def test_a_verdict_that_is_not_fragile_is_left_as_it_is():
     v = claims.Verdict("T", "t", "r", [rules.Condition("c", True, "")], {}, seeds=[0])
     ch = chapter([0])
-    assert ch.settle([v], lambda runs: [], budget_seconds=1e9) == ([v], "")
+    assert ch.settle([v], lambda runs: [], budget_seconds=1e9) == ([v], "No verdict here is fragile, so no more seeds were run.")
+    assert v.more_seeds == ""
 
 
 @pytest.mark.slow
@@ -40,6 +41,8 @@ def test_a_fragile_verdict_gets_more_seeds_within_the_budget_and_the_note_says_h
 
     verdicts, note = ch.settle([fragile_verdict([0, 1])], judge, budget_seconds=1e9, most_seeds=4)
     assert judged == [[0, 1, 2, 3]] and verdicts[0].seeds == [0, 1, 2, 3]
+    assert verdicts[0].more_seeds.startswith("T holds at 2 seeds, fragile") and "no longer fragile" in verdicts[0].more_seeds
+    assert ch.sweep.params["seed"] == [0, 1, 2, 3]  # what publish and provenance then report
     assert "T holds at 2 seeds, fragile" in note and "With seeds 0, 1, 2, 3" in note and "no longer fragile" in note
     assert len(ch.results) == 2 * len(runs.results)
 
@@ -50,4 +53,5 @@ def test_over_the_budget_the_note_says_how_many_seeds_would_settle_it():
     ch.runs()
     verdicts, note = ch.settle([fragile_verdict([0, 1])], lambda runs: pytest.fail("trained"), budget_seconds=0)
     assert "more than the 0 s this chapter allows" in note
+    assert "more than the 0 s" in verdicts[0].more_seeds and "*More seeds.*" in verdicts[0].checklist()
     assert "about 100 seeds would make the seed spread's standard error smaller than the margin" in note

@@ -252,30 +252,41 @@ class Chapter:
         list shorter than ``most_seeds``, the next seeds are trained, if their estimated
         time (this chapter's mean run time per seed, over the worker processes) fits in
         ``budget_seconds``, and ``judge(runs)`` (a :class:`RunSet` -> verdicts) judges all
-        the seeds again. Returns the verdicts to publish and a Markdown note saying how the
-        fragile verdicts moved, or how many seeds would settle them."""
+        the seeds again; the chapter's sweep is then the one with every seed (what
+        :meth:`publish` and :meth:`provenance` report). Returns the verdicts to publish and
+        a Markdown note saying how the fragile verdicts moved, or how many seeds would
+        settle them; each of those verdicts carries its part of the note (``more_seeds``),
+        which its checklist and the scorecard show."""
         from vqstudy import rules
 
         fragile = [v for v in verdicts if v.role != "superseded" and v.fragile]
         if not fragile:
-            return verdicts, ""
+            return verdicts, "No verdict here is fragile, so no more seeds were run."
         seeds = self.sweep.params.get("seed")
-        before = "; ".join(f"{v.claim} {v.outcome} at {len(v.seeds)} seeds, fragile ({v.fragility()[len('Fragile: '):]})"
-                           for v in fragile)
+        was = {v.claim: f"{v.claim} {v.outcome} at {len(v.seeds)} seeds, fragile ({v.fragility()[len('Fragile: '):]})"
+               for v in fragile}
+        before = "; ".join(was.values())
 
         def settles(v) -> str:
             needed = [n for c in rules.verdict_fragile(v.conditions) if (n := rules.seeds_to_settle(c))]
             return (f"{v.claim}: about {max(needed)} seeds would make the seed spread's standard error smaller "
                     "than the margin" if needed else f"{v.claim}: its margins give no estimate")
 
-        if not isinstance(seeds, list) or len(seeds) >= most_seeds or not self.results:
-            return verdicts, f"{before}. No more seeds run here. " + "; ".join(map(settles, fragile)) + "."
+        def unsettled(why: str) -> tuple[list, str]:
+            for v in fragile:
+                v.more_seeds = f"{why} {settles(v)}."
+            return verdicts, f"{before}. {why} " + "; ".join(map(settles, fragile)) + "."
+
+        if not isinstance(seeds, list) or not self.results:
+            return unsettled("No more seeds run here: this chapter's runs do not sweep a list of seeds.")
+        if len(seeds) >= most_seeds:
+            return unsettled(f"No more seeds run here: {len(seeds)} seeds already, the most this step runs "
+                             f"is {most_seeds}.")
         extra = [max(seeds) + 1 + i for i in range(most_seeds - len(seeds))]
         estimate = sum(r["seconds"] for r in self.results) / len(seeds) * len(extra) / run_cache.default_workers()
         if estimate > budget_seconds:
-            return verdicts, (f"{before}. Seeds {', '.join(map(str, extra))} would take about {estimate:.0f} s, more "
-                              f"than the {budget_seconds:.0f} s this chapter allows for them. "
-                              + "; ".join(map(settles, fragile)) + ".")
+            return unsettled(f"Seeds {', '.join(map(str, extra))} would take about {estimate:.0f} s, more than "
+                             f"the {budget_seconds:.0f} s this chapter allows for them.")
         folder = notebook_path(self.namespace).parent
         names = params.entry(self.sweep.notebook, folder)["defaults"]
         overrides = {k: v for k, v in self.sweep.params.items() if k in names}
@@ -283,13 +294,17 @@ class Chapter:
                            notebooks=folder)
         results = run_cache.run_all(more.configs, desc=f"{self.sweep.notebook}: seeds {extra}")
         settled = judge(RunSet(more.points, results))
-        after = {v.claim: v for v in settled}
-        moved = "; ".join(f"{v.claim} {after[v.claim].outcome}" + (", still fragile" if after[v.claim].fragile
-                                                                     else ", no longer fragile")
-                          for v in fragile if v.claim in after)
-        self.results = results
-        return settled, (f"{before}. With seeds {', '.join(map(str, seeds + extra))} ({estimate:.0f} s estimated, "
-                         f"within the {budget_seconds:.0f} s allowed): {moved}.")
+        all_seeds = ", ".join(map(str, seeds + extra))
+        moved = []
+        for v in settled:
+            if v.claim in was:
+                now = f"{v.outcome}, {'still fragile' if v.fragile else 'no longer fragile'}"
+                v.more_seeds = f"{was[v.claim]}; with seeds {all_seeds}: {now}."
+                moved.append(f"{v.claim} {now}")
+        self.sweep, self.results = more, results
+        return settled, (f"{before}. With seeds {all_seeds} ({estimate:.0f} s estimated, within the "
+                         f"{budget_seconds:.0f} s allowed): {'; '.join(moved)}. The figures and tables above show "
+                         f"seeds {', '.join(map(str, seeds))}; the verdicts are judged on all {len(seeds + extra)}.")
 
     def provenance(self) -> None:
         """The chapter's last cell: what produced it (see :mod:`vqstudy.provenance`)."""

@@ -42,6 +42,7 @@ class Verdict:
     runs: int = 0              # runs judged, and how many of them converged (vqstudy.convergence)
     converged: int = 0
     unmeasured: int = 0        # runs whose curves cannot tell (none recorded): counted as not converged
+    more_seeds: str = ""       # fragile at first: how more seeds moved it, or how many would settle it (Chapter.settle)
 
     @property
     def holds(self) -> bool:
@@ -104,6 +105,8 @@ class Verdict:
             lines.append(f"- {'✓' if c.holds else '✗'} **{c.name}**: {c.detail}" + (f". *{margin}*" if margin else ""))
         if self.fragility():
             lines += ["", f"*{self.fragility()}*"]
+        if self.more_seeds:
+            lines += ["", f"*More seeds.* {self.more_seeds}"]
         return "\n".join(lines)
 
 

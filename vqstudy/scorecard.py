@@ -214,6 +214,8 @@ def verdict_card(entry: Entry, v: dict, changes=(), long: dict | None = None, ch
             *long_line(v, long, chapters), ""]
     if v.get("fragile") and v.get("fragility"):
         body += [f"*{v['fragility']}*", ""]
+    if v.get("more_seeds"):
+        body += [f"*More seeds.* {v['more_seeds']}", ""]
     body += rule_change_lines(v, entry, changes)
     if v.get("statement"):
         body += [f"*The claim.* {v['statement']}", ""]
