@@ -55,3 +55,12 @@ def test_over_the_budget_the_note_says_how_many_seeds_would_settle_it():
     assert "more than the 0 s this chapter allows" in note
     assert "more than the 0 s" in verdicts[0].more_seeds and "*More seeds.*" in verdicts[0].checklist()
     assert "about 100 seeds would make the seed spread's standard error smaller than the margin" in note
+
+
+def test_a_fragile_verdict_published_without_settle_says_how_many_seeds_would_settle_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ch, v, steady = chapter([0]), fragile_verdict([0, 1]), claims.Verdict("S", "s", "r", [rules.Condition("c", True, "")], {})
+    ch.publish(v, steady)
+    assert v.more_seeds == "No more seeds run in this chapter. T: about 100 seeds would make the seed spread's " \
+                           "standard error smaller than the margin."
+    assert steady.more_seeds == "" and claims.read(tmp_path, "template")[0]["more_seeds"] == v.more_seeds

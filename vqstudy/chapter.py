@@ -179,6 +179,16 @@ class RunSet:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def settles(v: "claims.Verdict") -> str:
+    """How many seeds would settle a fragile verdict: the most that any of its deciding
+    conditions needs (:func:`vqstudy.rules.seeds_to_settle`)."""
+    from vqstudy import rules
+
+    needed = [n for c in rules.verdict_fragile(v.conditions) if (n := rules.seeds_to_settle(c))]
+    return (f"{v.claim}: about {max(needed)} seeds would make the seed spread's standard error smaller "
+            "than the margin" if needed else f"{v.claim}: its margins give no estimate")
+
+
 class Chapter:
     def __init__(self, namespace: dict):
         """Call in the first code cell with ``globals()``: every name the parameters cell
@@ -229,12 +239,15 @@ class Chapter:
     def publish(self, *verdicts: "claims.Verdict") -> None:
         """Record the verdicts (``NAME.verdict.json`` in the working directory, which the
         scorecard reads), glue their outcomes and numbers (``<claim>_verdict``,
-        ``<claim>_<number>``, claim in lower case) and show each as a checklist."""
+        ``<claim>_<number>``, claim in lower case) and show each as a checklist. A fragile
+        verdict that :meth:`settle` did not see says how many seeds would settle it."""
         from IPython.display import Markdown, display
         from myst_nb import glue
 
         for v in verdicts:
             v.profile, v.notebook = self.sweep.params["profile"], self.sweep.notebook
+            if v.role != "superseded" and v.fragile and not v.more_seeds:  # a chapter that runs no more seeds
+                v.more_seeds = f"No more seeds run in this chapter. {settles(v)}."
             if not v.runs and self.results:  # not said by its check: all of the chapter's runs
                 v.judged_on(RunSet(self.sweep.points, self.results).table)
         claims.record(list(verdicts), Path.cwd(), self.sweep.notebook)
@@ -257,8 +270,6 @@ class Chapter:
         a Markdown note saying how the fragile verdicts moved, or how many seeds would
         settle them; each of those verdicts carries its part of the note (``more_seeds``),
         which its checklist and the scorecard show."""
-        from vqstudy import rules
-
         fragile = [v for v in verdicts if v.role != "superseded" and v.fragile]
         if not fragile:
             return verdicts, "No verdict here is fragile, so no more seeds were run."
@@ -266,11 +277,6 @@ class Chapter:
         was = {v.claim: f"{v.claim} {v.outcome} at {len(v.seeds)} seeds, fragile ({v.fragility()[len('Fragile: '):]})"
                for v in fragile}
         before = "; ".join(was.values())
-
-        def settles(v) -> str:
-            needed = [n for c in rules.verdict_fragile(v.conditions) if (n := rules.seeds_to_settle(c))]
-            return (f"{v.claim}: about {max(needed)} seeds would make the seed spread's standard error smaller "
-                    "than the margin" if needed else f"{v.claim}: its margins give no estimate")
 
         def unsettled(why: str) -> tuple[list, str]:
             for v in fragile:
