@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from vqstudy import claims, recorded, runner
+from vqstudy import claims, convergence, plots, recorded, runner
 
 STEPS = {"tokens_collapse": 2000, "cifar10_scaling": 1000}
 
@@ -214,3 +214,16 @@ def test_the_chapter_is_executed_again_when_a_record_changes_and_the_others_are_
     after = {name: runner.fingerprint(name, "quick", root) for name in ("longer_training", "tokens_collapse")}
     assert after["longer_training"] != before["longer_training"]
     assert after["tokens_collapse"] == before["tokens_collapse"]
+
+
+def test_how_far_from_converged_at_the_longest_finished_schedule(record):
+    far = recorded.distance_to_convergence(record / "long-cpu-2026-12-07", "tokens_collapse")
+    assert set(far.schedule) == {4} and set(far.steps) == {8000}  # ×16 is still running: not read
+    by = far.set_index(["codebook_size", "regime"])
+    assert by.loc[(1024, "baseline"), "converged"] == 3 and by.loc[(1024, "baseline"), "mse_change"] == 0
+    assert by.loc[(1024, "pretrain"), "converged"] == 0  # its curves fall 20% over the last quarter
+    assert by.loc[(1024, "pretrain"), "mse_change"] == pytest.approx(-0.2)
+    assert by.loc[(64, "pretrain"), "mse_largest"] == pytest.approx(0.2)
+    html = plots.convergence_distance_table(far, ["codebook_size", "regime"], convergence.METRICS).to_html()
+    assert "-20.0% (20.0%) ✗" in html and "+0.0% (0.0%)" in html and "0 of 3" in html and "3 of 3" in html
+    assert recorded.distance_to_convergence(record / "long-cpu-2026-12-07", "embeddings_collapse").empty

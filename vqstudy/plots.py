@@ -1105,6 +1105,24 @@ def lead_table(lead: pd.DataFrame, per_seed: pd.DataFrame) -> "pd.io.formats.sty
                          "baseline's seed-mean MSE is no higher than pretrain's (a lead of 0 or less)."))
 
 
+def convergence_distance_table(far: pd.DataFrame, keys: list, tolerances: dict,
+                               caption: str = "") -> "pd.io.formats.style.Styler":
+    """``vqstudy.recorded.distance_to_convergence`` as a table: per regime and swept value,
+    each metric's median change over the last quarter of the steps (the largest in any seed
+    after it), marked when its median is outside the convergence rule's tolerance."""
+    rows = []
+    for r in far.to_dict("records"):
+        cells = [f"{r[f'{m}_change']:+.1%} ({r[f'{m}_largest']:.1%})" + ("" if abs(r[f"{m}_change"]) < tol else " ✗")
+                 for m, tol in tolerances.items()]
+        rows.append([str(r[k]) for k in keys] + cells + [f"{r['converged']} of {r['seeds']}"])
+    names = (list(keys) + [f"{m} change, median (largest) [tolerance {tol:.0%}]" for m, tol in tolerances.items()]
+             + ["seeds converged"])
+    frame = pd.DataFrame(rows, columns=names)
+    classes = pd.DataFrame([["vq-key"] * len(keys) + ["vq-num"] * (len(names) - len(keys))] * len(frame), columns=names)
+    return (frame.style.hide(axis="index").set_td_classes(classes).set_table_attributes('class="vq-table"')
+            .set_caption(caption))
+
+
 def timings_table(times: pd.DataFrame, wall) -> "pd.io.formats.style.Styler":
     """The parts of a record and their times (``vqstudy.recorded.timings``); ``wall``
     writes seconds in words."""

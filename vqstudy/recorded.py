@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from vqstudy import claims, params
+from vqstudy import claims, convergence, params
 from vqstudy.chapter import RunSet
 
 RECORDS_DIR = params.REPO_ROOT / "records"
@@ -230,6 +230,38 @@ def schedule_runs(record: Path | None, chapter: str) -> pd.DataFrame:
     frames = [run_set(p).table.assign(schedule=int(p.name[1:])) for p in record_parts(record)
               if p.parent.name == chapter and finished(p)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def distance_to_convergence(record: Path | None, chapter: str) -> pd.DataFrame:
+    """How far a chapter's runs were from converged at its longest finished schedule: one
+    row per regime and swept value other than the seed (K, or mixture and width), with the
+    median over seeds of each metric's relative change over the last quarter of the steps
+    (the numbers :mod:`vqstudy.convergence`'s rule compares with its tolerances), the
+    largest of those changes in any seed, and how many seeds converged. Empty without a
+    finished part."""
+    done = [p for p in record_parts(record) if p.parent.name == chapter and finished(p)] if record else []
+    if not done:
+        return pd.DataFrame()
+    part = max(done, key=lambda p: int(p.name[1:]))
+    data = json.loads((part / RUNS_FILE).read_text())["runs"]
+    rows = []
+    for r in data:
+        judged = convergence.run_convergence(r["curves"], r["config"]["total_steps"])
+        rows.append({**{k: v for k, v in r["point"].items() if k != "seed"}, "seed": r["point"].get("seed"),
+                     **{f"{m}_change": judged.get(f"{m}_change", float("nan")) for m in convergence.METRICS},
+                     "converged": bool(judged["converged"])})
+    runs = pd.DataFrame(rows)
+    keys = [k for k in data[0]["point"] if k != "seed"]
+    out = []
+    for values, g in runs.groupby(keys, sort=False):
+        row = dict(zip(keys, values if isinstance(values, tuple) else (values,)))
+        row.update({"schedule": int(part.name[1:]), "steps": int(data[0]["config"]["total_steps"]),
+                    "seeds": len(g), "converged": int(g.converged.sum())})
+        for m in convergence.METRICS:
+            row[f"{m}_change"] = float(g[f"{m}_change"].median())
+            row[f"{m}_largest"] = float(g[f"{m}_change"].abs().max())
+        out.append(row)
+    return pd.DataFrame(out)
 
 
 # --- C3: pretrain's lead and baseline's gain against the schedule -------------------------
