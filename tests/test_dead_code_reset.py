@@ -1,13 +1,17 @@
 """RESET1 (vqstudy.findings.check_reset_substitutes, the "Dead-code reset against
 pretraining" chapter) on hand-made run tables: its condition holding, failing and exactly
-at its threshold at each setting, as tests/test_findings.py does for the other findings."""
+at its threshold at each setting, as tests/test_findings.py does for the other findings;
+and the chapter's profiles entry, whose absolute thresholds are its relative ones times
+the expected uses of a token per batch."""
 
 import math
+import re
 
-import pandas as pd
 import pytest
+import pandas as pd
 
-from vqstudy import findings, rules
+from vqstudy import findings, params, rules, sweeps
+from vqstudy.training import positions_per_example
 
 SEEDS = (0, 1, 2)
 REF_USAGE, REF_MSE = 0.5, 2.0   # the pretrain runs without a reset: powers of two, so that ratios are exact
@@ -128,3 +132,47 @@ def test_the_rule_text_is_built_from_its_tolerances():
     assert f"at least {findings.RESET_USAGE_SHARE:.0%} of the tokens in use" in findings.RESET1_RULE
     assert f"at most {findings.RESET_MSE_RATIO - 1:.0%} above" in findings.RESET1_RULE
     assert "95%" in findings.RESET1_RULE and "5% above" in findings.RESET1_RULE
+
+
+# --- the chapter's profiles entry ---------------------------------------------------------------
+
+RESET_NAME = re.compile(r"^(synthetic|cifar10)/(pretrain\+)?(vq|reset-([0-9.]+)x)$")
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+def test_each_runs_absolute_threshold_is_its_relative_one_times_the_expected_uses(profile):
+    """A run named SETTING/[pretrain+]reset-Rx uses the dead_code method at R times the
+    expected uses of a token per batch (batch size x positions per example / K); a run
+    named SETTING/[pretrain+]vq is the study's own quantizer without a reset."""
+    plan = sweeps.plan("dead_code_reset", profile)
+    assert plan.axes == ["run", "seed"]
+    seen = set()
+    for point, cfg in zip(plan.points, plan.configs):
+        found = RESET_NAME.match(point["run"])
+        assert found, point["run"]
+        setting, pretrain, method, relative = found.groups()
+        assert cfg.regime == ("pretrain" if pretrain else "baseline")
+        assert cfg.data == {"synthetic": "gaussian_mixture", "cifar10": "cifar10"}[setting]
+        if method == "vq":
+            assert cfg.quantizer == "vq" and cfg.dead_code_threshold == 2.0
+        else:
+            expected = cfg.batch_size * positions_per_example(cfg) / cfg.codebook_size
+            assert cfg.quantizer == "dead_code"
+            assert cfg.dead_code_threshold == pytest.approx(float(relative) * expected, rel=1e-12), point["run"]
+        seen.add((setting, bool(pretrain), method))
+    for setting in ("synthetic", "cifar10"):  # both references at both settings
+        assert {(setting, False, "vq"), (setting, True, "vq")} <= seen
+
+
+def test_the_quick_no_reset_runs_are_c1s_and_c3s_runs():
+    """At quick the runs without a reset are exactly C1's runs at K = 1024 and C3's at
+    K = 2048 (the run cache shares them)."""
+    plan = sweeps.plan("dead_code_reset", "quick")
+    mine = {(p["run"], p["seed"]): cfg for p, cfg in zip(plan.points, plan.configs)}
+    for chapter, setting, k in (("tokens_collapse", "synthetic", 1024), ("cifar10_scaling", "cifar10", 2048)):
+        theirs = sweeps.plan(chapter, "quick")
+        for p, cfg in zip(theirs.points, theirs.configs):
+            if p["codebook_size"] == k:
+                name = f"{setting}/{'pretrain+' if p['regime'] == 'pretrain' else ''}vq"
+                assert mine[(name, p["seed"])] == cfg, (chapter, p)
+    assert params.resolve("dead_code_reset", "quick")["seed"] == [0, 1, 2]
