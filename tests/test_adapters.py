@@ -97,8 +97,8 @@ def test_the_vq_path_trains_exactly_as_the_code_before_the_adapters(regime, monk
     ``cfg.beta * commitment``: put them back and every metric and curve must match."""
     cfg = Config(regime=regime, quantizer="vq", **TINY)
     wired = train(cfg)
-    monkeypatch.setattr(training.adapters, "build", lambda name, k, d, decay, beta: VectorQuantizer(k, d, decay))
-    monkeypatch.setattr(training.adapters, "loss_weight", lambda name, beta: cfg.beta)
+    monkeypatch.setattr(training.adapters, "build", lambda name, k, d, decay, beta, **settings: VectorQuantizer(k, d, decay))
+    monkeypatch.setattr(training.adapters, "loss_weight", lambda name, beta, *update: cfg.beta)
     before = train(cfg)
     assert wired["metrics"] == before["metrics"] and wired["init_metrics"] == before["init_metrics"]
     pd.testing.assert_frame_equal(pd.DataFrame(wired["curves"]), pd.DataFrame(before["curves"]))  # NaN == NaN
@@ -169,3 +169,95 @@ def test_quantizer_parameters_join_the_optimizer_and_pretraining_is_shared_acros
     fresh = adapters.build("simvq", 8, 2).codebook
     result = train(base.replace(quantizer="simvq"))
     assert not torch.allclose(result["final"]["tokens"], fresh)
+
+
+# --- the settings of the practitioners' chapters: dead_code_threshold, codebook_update ------------
+
+@pytest.mark.parametrize("threshold", [0.0, 0.025, 2.0, 16.0])
+def test_dead_code_threshold_reaches_the_library_module(threshold):
+    """Config.dead_code_threshold is the argument threshold_ema_dead_code of the dead_code
+    method's VectorQuantize (and, by the library's default, the count a replaced token
+    restarts with); 0 switches the replacement off."""
+    cfg = Config(quantizer="dead_code", codebook_size=16, dead_code_threshold=threshold).validate()
+    book = training.build_quantizer(cfg).module._codebook
+    assert book.threshold_ema_dead_code == threshold and book.reset_cluster_size == threshold
+    assert book.has_dead_code_replacement == (threshold > 0)
+    assert adapters.constructor_arguments("dead_code", 16, 2, dead_code_threshold=threshold)[
+        "threshold_ema_dead_code"] == threshold
+    assert adapters.constructor_arguments("lib_vq", 16, 2, dead_code_threshold=threshold)["threshold_ema_dead_code"] == 0
+
+
+def test_dead_code_threshold_is_the_fixes_chapters_2_by_default_and_shown_as_a_setting():
+    assert Config().dead_code_threshold == 2.0 == adapters.DEAD_CODE_DEFAULT
+    assert training.build_quantizer(Config(quantizer="dead_code", codebook_size=16)).module._codebook \
+        .threshold_ema_dead_code == 2.0
+    table = adapters.arguments_table({"A": (16, 2)}, dead_code_threshold=0.5).set_index("method")
+    assert "threshold_ema_dead_code=0.5" in table.loc["dead_code", "A"]
+    assert "threshold_ema_dead_code: 0 → 0.5 (dead_code_threshold)" in \
+        table.loc["dead_code", "changed from the library's defaults"]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"dead_code_threshold": -1.0, "quantizer": "dead_code"}, r"dead_code_threshold=-1.0 is invalid: must be a "
+                                                              r"non-negative number \(0: no reset\)"),
+    ({"dead_code_threshold": float("nan"), "quantizer": "dead_code"}, r"dead_code_threshold=nan is invalid"),
+    ({"dead_code_threshold": "2", "quantizer": "dead_code"}, r"dead_code_threshold='2' is invalid"),
+    ({"dead_code_threshold": 4.0}, r"dead_code_threshold=4.0 is invalid: must be 2.0 \(the default\) for "
+                                   r"quantizer='vq': only the dead_code method resets tokens"),
+    ({"codebook_update": "adam"}, r"codebook_update='adam' is invalid: must be one of \['ema', 'gradient'\]"),
+    ({"codebook_update": "gradient", "quantizer": "dead_code"},
+     r"codebook_update='gradient' is invalid: must be 'ema' for quantizer='dead_code' \(the gradient update is the "
+     r"study's own quantizer's, 'vq'"),
+])
+def test_bad_dead_code_thresholds_and_codebook_updates_are_refused_naming_the_value(changes, message):
+    with pytest.raises(InvalidConfig, match=message):
+        Config(**changes).validate()
+
+
+def test_the_gradient_update_is_refused_by_the_builder_for_a_library_method():
+    with pytest.raises(ValueError, match=r"codebook_update='gradient' is invalid: must be 'ema' for quantizer='lfq'"):
+        adapters.build("lfq", 16, 2, codebook_update="gradient")
+    with pytest.raises(ValueError, match=r"codebook_update='sgd' is invalid: must be one of"):
+        adapters.loss_weight("vq", 0.25, "sgd")
+
+
+def test_the_gradient_codebook_is_a_parameter_with_the_vq_vae_codebook_loss_and_no_ema():
+    """codebook_update="gradient": the tokens are a parameter, no buffer exists, a training
+    forward changes nothing, and the loss is |sg[z] - e|^2 + beta |z - sg[e]|^2: its gradient
+    to a chosen token e is 2 (e - z) summed over the rows that chose it / numel, to z
+    2 beta (z - e) / numel plus the straight-through gradient; a token never chosen gets 0."""
+    torch.manual_seed(0)
+    vq = adapters.build("vq", 8, 3, beta=0.5, codebook_update="gradient")
+    assert type(vq).__name__ == "GradientVectorQuantizer" and list(vq.buffers()) == []
+    assert [n for n, _ in vq.named_parameters()] == ["codebook"]
+    assert adapters.loss_weight("vq", 0.5, "gradient") == 1.0 and adapters.loss_weight("vq", 0.5) == 0.5
+    torch.manual_seed(0)
+    assert torch.equal(vq.codebook.detach(), VectorQuantizer(8, 3).codebook), "the same random codebook as EMA's"
+    tokens = torch.tensor([[0., 0., 0.], [5., 5., 5.], [-5., 0., 0.], [0., 9., 0.],
+                           [0., 0., 9.], [9., 0., 0.], [0., -9., 0.], [0., 0., -9.]])
+    vq.set_codebook(tokens)
+    z = torch.tensor([[0.5, 0., 0.], [4., 5., 6.], [0., 0., -1.]], requires_grad=True)
+    before = vq.codebook.detach().clone()
+    vq.train()
+    z_q, idx, loss = vq(z)
+    assert idx.tolist() == [0, 1, 0] and torch.equal(z_q, tokens[idx])
+    assert torch.equal(vq.codebook.detach(), before), "no update in forward"
+    residual = z.detach() - tokens[idx]
+    mean_sq = residual.pow(2).mean()
+    assert loss.item() == pytest.approx((1 + 0.5) * mean_sq.item())
+    loss.backward()
+    expected = torch.zeros_like(tokens).index_add_(0, idx, -2 * residual / residual.numel())
+    assert torch.allclose(vq.codebook.grad, expected) and vq.codebook.grad[2:].abs().sum() == 0
+    assert torch.allclose(z.grad, 2 * 0.5 * residual / residual.numel())
+
+
+def test_a_gradient_codebook_is_moved_by_the_optimizer_only():
+    """In training the gradient codebook joins the optimizer when quantization starts: its
+    tokens move from where K-means put them; with a learning rate of 0 nothing moves them."""
+    cfg = Config(codebook_update="gradient", **TINY)
+    result = train(cfg)
+    assert not torch.equal(result["final"]["tokens"], result["init"]["tokens"])
+    assert result["metrics"]["mse"] > 0 and 1 <= result["metrics"]["perplexity"] <= 8
+    frozen = train(cfg.replace(lr=1e-12, weight_decay=0.0))  # lr must be positive: tiny steps instead of none
+    assert torch.allclose(frozen["final"]["tokens"], frozen["init"]["tokens"], atol=1e-6)
+    assert training.pretrain_key(cfg) == training.pretrain_key(cfg.replace(codebook_update="ema"))

@@ -87,7 +87,9 @@ def clusters(k: int, per: int, seed: int = 0):
 def test_replay_resets_nothing_when_every_token_is_chosen_more_often_than_the_threshold():
     points, centres = clusters(4, 50)
     out = fixes_audit.replay_resets(points, centres, torch.full((4,), 50.0), latents_per_batch=64, steps=20)
-    assert out["threshold"] == adapters.METHODS["dead_code"].arguments["threshold_ema_dead_code"]
+    assert out["threshold"] == adapters.DEAD_CODE_DEFAULT  # the runs' default setting
+    assert fixes_audit.replay_resets(points, centres, torch.full((4,), 50.0), latents_per_batch=64, steps=2,
+                                     dead_code_threshold=0.5)["threshold"] == 0.5
     assert out["expired"] == [0] * 20 and out["replaced"] == [0] * 20
     assert out["replaced_once"] == 0.0 and out["usage"] == 1.0
 

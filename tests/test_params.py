@@ -78,7 +78,7 @@ def test_parameters_cell_follows_its_entry(tmp_path):
         "defaults": {"seed": [0, 1], "total_steps": 100, "width_note": "wide"}, "quick": {"total_steps": 50}}}))
     cell = params.parameters_cell("mine", tmp_path)
     assert "seed: list[int] = None  # swept: random seed" in cell and cell.rstrip().endswith("quick: wide")
-    assert "total_steps: int = None  # AdamW steps in all, in both regimes. quick: 50" in cell
+    assert "total_steps: int = None  # optimizer steps in all, in both regimes. quick: 50" in cell
     assert "width_note: str = None  # a note that is not a training setting. quick: wide" in cell
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from vqstudy.data import gaussian_mixture, split_per_class
-from vqstudy.training import Config, pretrain_key, train
+from vqstudy import training
+from vqstudy.training import Config, InvalidConfig, pretrain_key, train
 
 TINY = dict(n_train_per_class=60, n_eval_per_class=20, total_steps=80, pretrain_steps=40, batch_size=64,
             codebook_size=16, kmeans_iters=5, keep_embeddings=100, curve_points=4, curve_examples=100)
@@ -128,3 +129,50 @@ def test_every_setting_has_a_one_line_meaning_and_from_dict_rejects_unknown_fiel
     assert Config.from_dict({"codebook_size": 8}).codebook_size == 8
     with pytest.raises(ValueError, match="unknown Config field.*codebok_size"):
         Config.from_dict({"codebok_size": 8})
+
+
+# --- the optimizer (a practitioners' setting; AdamW is the protocol's) ---------------------------
+
+@pytest.mark.parametrize("name, kind, extra", [
+    ("adamw", torch.optim.AdamW, {}),
+    ("adam", torch.optim.Adam, {}),
+    ("sgd", torch.optim.SGD, {"momentum": 0.9, "nesterov": False}),
+    ("adagrad", torch.optim.Adagrad, {}),
+])
+def test_each_optimizer_is_built_with_the_runs_lr_and_weight_decay(name, kind, extra):
+    cfg = Config(optimizer=name, lr=0.003, weight_decay=0.01).validate()
+    opt = training.build_optimizer(cfg, [torch.nn.Parameter(torch.zeros(3))])
+    assert type(opt) is kind
+    group = opt.param_groups[0]
+    assert group["lr"] == 0.003 and group["weight_decay"] == 0.01
+    assert all(group[k] == v for k, v in extra.items())
+    if name == "adam":
+        assert not group.get("decoupled_weight_decay", False), "torch's Adam: L2 added to the gradient"
+
+
+def test_the_default_optimizer_is_adamw():
+    assert Config().optimizer == "adamw"
+    assert type(training.build_optimizer(Config(), [torch.nn.Parameter(torch.zeros(1))])) is torch.optim.AdamW
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd", "adagrad"])
+def test_every_optimizer_trains_both_regimes_and_changes_the_run(name):
+    adamw = train(Config(regime="pretrain", **TINY))
+    other = train(Config(regime="pretrain", optimizer=name, **TINY))
+    assert math.isfinite(other["metrics"]["mse"]) and other["metrics"]["mse"] != adamw["metrics"]["mse"]
+    assert pretrain_key(Config(optimizer=name)) != pretrain_key(Config())  # pretraining depends on it
+
+
+def test_a_shared_pretraining_restores_another_optimizers_state():
+    store = MemoryStore()
+    cfg = Config(regime="pretrain", optimizer="adagrad", **TINY)
+    train(cfg, pretrained=store)
+    shared = train(cfg.replace(codebook_size=8), pretrained=store)
+    alone = train(cfg.replace(codebook_size=8))
+    assert json.dumps(shared["metrics"]) == json.dumps(alone["metrics"])
+
+
+def test_a_bad_optimizer_is_refused_naming_it_and_the_allowed_ones():
+    with pytest.raises(InvalidConfig, match=r"optimizer='rmsprop' is invalid: must be one of "
+                                            r"\['adamw', 'adam', 'sgd', 'adagrad'\]"):
+        Config(optimizer="rmsprop").validate()

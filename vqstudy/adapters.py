@@ -7,7 +7,9 @@ The interface is the study's own :class:`~vqstudy.quantizer.VectorQuantizer`'s:
 ``init_codebook(embeddings, iters, seed, vectors_per_batch)``. The study's own quantizer
 returns its *unweighted* commitment loss (the training loop multiplies it by ``beta``);
 an adapter returns the loss its library module returns, weighted as that module weights
-it, to be added as it is (:func:`loss_weight`).
+it, to be added as it is (:func:`loss_weight`), and so does the study's quantizer when its
+tokens are learned by gradient (``codebook_update="gradient"``:
+:class:`~vqstudy.quantizer.GradientVectorQuantizer`, codebook loss + beta x commitment).
 
 Each method is a module of vector-quantize-pytorch and the exact arguments it is built
 with (:data:`METHODS`). They are written once, here: the book's table of arguments is
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from vqstudy.quantizer import VectorQuantizer, kmeans
+from vqstudy.quantizer import GradientVectorQuantizer, VectorQuantizer, kmeans
 
 STUDY = "vq"  # the study's own quantizer: the default, and the one the claims chapters use
 EVAL_CHUNK_ELEMENTS = 1 << 22  # distances per chunk when evaluating (the library computes all N x K at once)
@@ -42,8 +44,9 @@ EVAL_CHUNK_ELEMENTS = 1 << 22  # distances per chunk when evaluating (the librar
 
 @dataclass(frozen=True)
 class Setting:
-    """An argument whose value comes from the run: K, D, the training config's ``decay``
-    or ``beta``, or a rule of K and D (``rule``); ``text`` says which, in the book."""
+    """An argument whose value comes from the run: K, D, the training config's ``decay``,
+    ``beta`` or ``dead_code_threshold``, or a rule of K and D (``rule``); ``text`` says
+    which, in the book."""
     text: str
     rule: object = None  # (K, D) -> value; None: the named setting itself
 
@@ -55,6 +58,8 @@ K = Setting("K")
 D = Setting("D")
 DECAY = Setting("decay")
 BETA = Setting("beta")
+DEAD_CODE_THRESHOLD = Setting("dead_code_threshold")
+DEAD_CODE_DEFAULT = 2.0  # the dead_code method's threshold unless the run says otherwise (the fixes chapter's)
 
 
 def fsq_levels(num_tokens: int) -> list[int]:
@@ -100,9 +105,9 @@ METHODS = {
                   "straight-through gradient", "", {}, kmeans=True),
     "lib_vq": Method("vector-quantize-pytorch's VectorQuantize set up as the study's quantizer "
                      "(the independent implementation check)", "VectorQuantize", dict(AS_STUDY), kmeans=True),
-    "dead_code": Method("dead-code reset: a token whose EMA count falls below the threshold is replaced by a "
-                        "random encoder output of the batch", "VectorQuantize",
-                        {**AS_STUDY, "threshold_ema_dead_code": 2}, kmeans=True),
+    "dead_code": Method("dead-code reset: a token whose EMA count falls below the threshold "
+                        "(dead_code_threshold, uses a batch) is replaced by a random encoder output of the batch",
+                        "VectorQuantize", {**AS_STUDY, "threshold_ema_dead_code": DEAD_CODE_THRESHOLD}, kmeans=True),
     "low_dim": Method("low-dimensional codes: nearest-token search in a learned linear projection of the latent "
                       "(ViT-VQGAN's factorised codes)", "VectorQuantize", {**AS_STUDY, "codebook_dim": LOW_DIM},
                       kmeans=True),
@@ -142,11 +147,11 @@ def check_name(quantizer) -> None:
 
 
 def constructor_arguments(quantizer: str, num_tokens: int, dim: int, decay: float = 0.99,
-                          beta: float = 0.25) -> dict:
+                          beta: float = 0.25, dead_code_threshold: float = DEAD_CODE_DEFAULT) -> dict:
     """The exact keyword arguments ``quantizer``'s library class is built with for K =
     ``num_tokens`` and D = ``dim`` (every :class:`Setting` resolved)."""
     check_name(quantizer)
-    values = {"K": num_tokens, "D": dim, "decay": decay, "beta": beta}
+    values = {"K": num_tokens, "D": dim, "decay": decay, "beta": beta, "dead_code_threshold": dead_code_threshold}
     out = {}
     for name, value in METHODS[quantizer].arguments.items():
         if isinstance(value, Setting):
@@ -155,18 +160,36 @@ def constructor_arguments(quantizer: str, num_tokens: int, dim: int, decay: floa
     return out
 
 
-def loss_weight(quantizer: str, beta: float) -> float:
+CODEBOOK_UPDATES = ("ema", "gradient")
+
+
+def check_codebook_update(quantizer: str, codebook_update: str) -> None:
+    if codebook_update not in CODEBOOK_UPDATES:
+        raise ValueError(f"codebook_update={codebook_update!r} is invalid: must be one of {list(CODEBOOK_UPDATES)}")
+    if codebook_update != "ema" and quantizer != STUDY:
+        raise ValueError(f"codebook_update={codebook_update!r} is invalid: must be 'ema' for quantizer={quantizer!r} "
+                         f"(the gradient update is the study's own quantizer's, {STUDY!r})")
+
+
+def loss_weight(quantizer: str, beta: float, codebook_update: str = "ema") -> float:
     """What the training loop multiplies the quantizer's loss by: ``beta`` for the study's
-    own (it returns the unweighted commitment), 1 for an adapter (its module weights its
-    own losses, as the library intends)."""
+    own with its EMA codebook (it returns the unweighted commitment), 1 for an adapter
+    (its module weights its own losses, as the library intends) and for the study's own
+    with ``codebook_update="gradient"`` (it returns codebook loss + beta x commitment)."""
     check_name(quantizer)
-    return beta if quantizer == STUDY else 1.0
+    check_codebook_update(quantizer, codebook_update)
+    return beta if quantizer == STUDY and codebook_update == "ema" else 1.0
 
 
-def build(quantizer: str, num_tokens: int, dim: int, decay: float = 0.99, beta: float = 0.25) -> nn.Module:
-    """The quantizer named ``quantizer`` for K = ``num_tokens`` tokens of dimension ``dim``."""
+def build(quantizer: str, num_tokens: int, dim: int, decay: float = 0.99, beta: float = 0.25,
+          dead_code_threshold: float = DEAD_CODE_DEFAULT, codebook_update: str = "ema") -> nn.Module:
+    """The quantizer named ``quantizer`` for K = ``num_tokens`` tokens of dimension ``dim``;
+    ``dead_code_threshold`` reaches the dead_code method, ``codebook_update`` the study's own."""
     check_name(quantizer)
+    check_codebook_update(quantizer, codebook_update)
     if quantizer == STUDY:
+        if codebook_update == "gradient":
+            return GradientVectorQuantizer(num_tokens, dim, beta)
         return VectorQuantizer(num_tokens, dim, decay)
     problem = codebook_size_problem(quantizer, num_tokens)
     if problem:
@@ -174,7 +197,8 @@ def build(quantizer: str, num_tokens: int, dim: int, decay: float = 0.99, beta: 
     import vector_quantize_pytorch as library
 
     method = METHODS[quantizer]
-    module = getattr(library, method.library_class)(**constructor_arguments(quantizer, num_tokens, dim, decay, beta))
+    arguments = constructor_arguments(quantizer, num_tokens, dim, decay, beta, dead_code_threshold)
+    module = getattr(library, method.library_class)(**arguments)
     return LibraryQuantizer(quantizer, module, num_tokens, dim)
 
 
@@ -256,7 +280,8 @@ def library_defaults(class_name: str) -> dict:
             if name != "self" and p.default is not inspect.Parameter.empty}
 
 
-def arguments_table(settings: dict[str, tuple[int, int]], decay: float = 0.99, beta: float = 0.25):
+def arguments_table(settings: dict[str, tuple[int, int]], decay: float = 0.99, beta: float = 0.25,
+                    dead_code_threshold: float = DEAD_CODE_DEFAULT):
     """Every library method's exact constructor arguments, one row per method: the
     keyword arguments it is built with in each setting of ``settings`` (a name ->
     (K, D)), and each argument whose value is not the library's default (read from the
@@ -264,7 +289,7 @@ def arguments_table(settings: dict[str, tuple[int, int]], decay: float = 0.99, b
     dictionaries :func:`build` uses."""
     import pandas as pd
 
-    values = {"decay": decay, "beta": beta}
+    values = {"decay": decay, "beta": beta, "dead_code_threshold": dead_code_threshold}
     rows = []
     for name, method in METHODS.items():
         if not method.library_class:
@@ -272,7 +297,8 @@ def arguments_table(settings: dict[str, tuple[int, int]], decay: float = 0.99, b
         defaults = library_defaults(method.library_class)
         row = {"method": name, "class": method.library_class}
         for label, (k, d) in settings.items():
-            row[label] = ", ".join(f"{a}={v!r}" for a, v in constructor_arguments(name, k, d, decay, beta).items())
+            built = constructor_arguments(name, k, d, decay, beta, dead_code_threshold)
+            row[label] = ", ".join(f"{a}={v!r}" for a, v in built.items())
         changed = []
         for arg, value in method.arguments.items():
             if arg not in defaults:  # required: no default to differ from

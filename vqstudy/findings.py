@@ -18,6 +18,8 @@ One section per chapter, in the order of the book:
 - ``notebooks/measuring_collapse.ipynb`` (Practitioners' questions): PQ1
   (:func:`check_batch_understates`);
 - ``notebooks/usage_growth.ipynb`` (Practitioners' questions): GROW1 (:func:`check_usage_growth`).
+- ``notebooks/dead_code_reset.ipynb`` (Practitioners' questions): RESET1
+  (:func:`check_reset_substitutes`).
 
 (R3, the finding of ``cifar10_robustness``, is judged by C3's own checks and lives beside
 them in :mod:`vqstudy.claims`.)
@@ -776,3 +778,121 @@ def check_usage_growth(df: pd.DataFrame) -> Verdict:
     headline += "."
     return Verdict("GROW1", "Usage as the codebook grows: baseline falls below half, pretrain does not", GROW1_RULE,
                    conditions, numbers, statement=GROW_QUESTION, headline=headline, seeds=seeds, role="finding")
+# === dead_code_reset: does a dead-code reset substitute for pretraining? ===================
+
+RESET_SETTINGS = {"synthetic": "C1's setting", "cifar10": "C3's setting (CIFAR-10)"}  # a setting's name in the chapter
+RESET_USAGE_SHARE = 0.95   # baseline + reset: tokens in use at least this share of pretrain's (5% below at most)
+RESET_MSE_RATIO = 1.05     # baseline + reset: evaluation MSE at most this times pretrain's (5% above at most)
+
+RESET1_QUESTION = ("Practitioners revive dead tokens during training instead of pretraining: a token whose moving "
+                   "average of uses per batch falls below a threshold is replaced by an encoder output of the batch "
+                   "(vector-quantize-pytorch's threshold_ema_dead_code). Does such a reset, without pretraining, "
+                   "reach what pretraining reaches, and from which threshold?")
+
+RESET1_RULE = (
+    "A reset threshold *substitutes for pretraining* at a setting when, in every seed, the baseline regime with the "
+    "dead-code reset at that threshold (quantization from step 0, no pretraining) ends training with at least "
+    f"{RESET_USAGE_SHARE:.0%} of the tokens in use that the pretrain regime without a reset (the paper's fix, the "
+    f"study's own quantizer) has in the same seed, and an evaluation MSE at most {RESET_MSE_RATIO - 1:.0%} above "
+    "pretrain's in that seed. The finding holds if, at each setting (C1's: the Gaussian mixture and the MLP; C3's: "
+    "CIFAR-10 and the convolutional model), at least one swept threshold substitutes for pretraining; one condition "
+    "per setting. Thresholds are swept relative to the expected uses of a token per batch (the tokens a training "
+    "step quantizes / K). Reported, not judged: the smallest swept threshold that substitutes, and whether every "
+    "larger one swept does too.")
+
+
+def substitution_scores(t: pd.DataFrame) -> pd.DataFrame:
+    """RESET1's per-run measure on the runs of one setting (columns regime, reset (the
+    threshold relative to the expected uses per batch; 0: no reset), seed, usage, mse): one
+    row per baseline run with a reset (regime baseline, reset > 0), with its usage as a
+    share of the reference's (the pretrain run without a reset in the same seed),
+    ``usage_share``, its MSE relative to the reference's, ``mse_ratio``, and ``score`` =
+    min(usage_share / RESET_USAGE_SHARE, RESET_MSE_RATIO / mse_ratio): at least 1 exactly
+    when the run is within both tolerances (a ratio at its threshold gives exactly 1). A
+    seed without its reference, or a missing metric, scores -inf (fails)."""
+    reference = t[(t.regime == "pretrain") & (t.reset == 0)].groupby("seed")[["usage", "mse"]].first()
+    runs = t[(t.regime == "baseline") & (t.reset > 0)]
+    rows = []
+    for reset, seed, usage, mse in zip(runs.reset, runs.seed, runs.usage, runs.mse):
+        share = ratio = math.nan
+        if seed in reference.index:
+            ref_usage, ref_mse = float(reference.usage[seed]), float(reference.mse[seed])
+            share = usage / ref_usage if ref_usage > 0 else math.nan
+            ratio = mse / ref_mse if ref_mse > 0 else math.nan
+        parts = [share / RESET_USAGE_SHARE, RESET_MSE_RATIO / ratio if ratio > 0 else math.nan]
+        score = -math.inf if any(math.isnan(p) for p in parts) else min(parts)
+        rows.append({"reset": float(reset), "seed": seed, "usage_share": share, "mse_ratio": ratio, "score": score})
+    return pd.DataFrame(rows, columns=["reset", "seed", "usage_share", "mse_ratio", "score"])
+
+
+def worst_per_threshold(t: pd.DataFrame) -> pd.Series:
+    """Per relative threshold (ascending), the worst seed's :func:`substitution_scores`
+    score: at least 1 exactly when that threshold substitutes for pretraining in every seed."""
+    scores = substitution_scores(t)
+    return scores.groupby("reset").score.min().sort_index() if len(scores) else pd.Series(dtype=float)
+
+
+def best_substitution(t: pd.DataFrame) -> float:
+    """RESET1's statistic (runs of one setting): the best threshold's worst-seed score
+    (:func:`worst_per_threshold`); -inf without a baseline run with a reset."""
+    worst = worst_per_threshold(t)
+    return float(worst.max()) if len(worst) else -math.inf
+
+
+def expected_uses(t: pd.DataFrame) -> float:
+    """The expected uses of a token per batch at a setting: batch_tokens / codebook_size."""
+    return float(t.batch_tokens.iloc[0]) / float(t.codebook_size.iloc[0])
+
+
+def check_reset_substitutes(df: pd.DataFrame) -> Verdict:
+    """RESET1 on one row per run (columns setting, regime, reset (relative threshold, 0
+    for the runs without a reset), seed, codebook_size, batch_tokens (tokens a training
+    step quantizes), usage, perplexity, mse): one condition per setting, in the table's
+    order, its statistic :func:`best_substitution` over all seeds."""
+    conditions, numbers, parts = [], {}, []
+    for setting, d in df.groupby("setting", sort=False):
+        name = RESET_SETTINGS.get(setting, setting)
+        k, expected = int(d.codebook_size.iloc[0]), expected_uses(d)
+        scores = substitution_scores(d)
+        worst = worst_per_threshold(d)
+        detail = "; ".join(
+            f"{r:g}× ({r * expected:.3g} uses a batch): usage share "
+            + ", ".join(f"{v:.2f}" for v in scores[scores.reset == r].usage_share)
+            + ", MSE ratio " + ", ".join(f"{v:.3f}" for v in scores[scores.reset == r].mse_ratio)
+            for r in worst.index) or "no baseline run with a reset"
+        c = rules.condition(
+            f"{name}: at least one reset threshold brings baseline within {1 - RESET_USAGE_SHARE:.0%} of pretrain's "
+            f"usage and {RESET_MSE_RATIO - 1:.0%} of its MSE, in every seed (K = {k}, {expected:g} expected uses a "
+            "batch)", d, best_substitution, ">=", 1, scope="all seeds",
+            what=f"the best threshold's worst seed of min(usage share / {RESET_USAGE_SHARE:g}, "
+                 f"{RESET_MSE_RATIO:g} / MSE ratio)", detail=detail)
+        conditions.append(c)
+        substituting = [float(r) for r in worst.index if worst[r] >= 1]
+        first = substituting[0] if substituting else None
+        above = [float(r) for r in worst.index if first is not None and r >= first]
+        reference = d[(d.regime == "pretrain") & (d.reset == 0)]
+        plain = d[(d.regime == "baseline") & (d.reset == 0)]
+        best = float(worst.idxmax()) if len(worst) else math.nan
+        numbers.update({
+            f"{setting}_k": k, f"{setting}_expected": expected, f"{setting}_n_thresholds": int(len(worst)),
+            f"{setting}_n_substitute": len(substituting), f"{setting}_score": float(c.deciding),
+            f"{setting}_best": best, f"{setting}_best_absolute": best * expected,
+            f"{setting}_from": first if first is not None else "none",
+            f"{setting}_from_absolute": first * expected if first is not None else "none",
+            f"{setting}_all_above": bool(first is not None and substituting == above),
+            f"{setting}_usage_pretrain": float(reference.usage.mean()), f"{setting}_mse_pretrain": float(reference.mse.mean()),
+            f"{setting}_usage_baseline": float(plain.usage.mean()), f"{setting}_mse_baseline": float(plain.mse.mean()),
+        })
+        if len(worst):
+            at_best = scores[scores.reset == best]
+            numbers.update({f"{setting}_best_usage_share": float(at_best.usage_share.mean()),
+                            f"{setting}_best_mse_ratio": float(at_best.mse_ratio.mean())})
+        parts.append(f"at {name} " + (f"from {first:g}× the expected uses a batch ({first * expected:.3g}), "
+                                      f"{len(substituting)} of {len(worst)} thresholds" if first is not None else
+                                      f"at none of the {len(worst)} thresholds swept"))
+    if not conditions:
+        conditions.append(_not_judged("a reset substitutes for pretraining", "no runs"))
+    headline = (f"Baseline with a dead-code reset comes within {1 - RESET_USAGE_SHARE:.0%} of pretrain's usage and "
+                f"{RESET_MSE_RATIO - 1:.0%} of its MSE in every seed " + "; ".join(parts) + ".")
+    return Verdict("RESET1", "A dead-code reset substitutes for pretraining", RESET1_RULE, conditions, numbers,
+                   statement=RESET1_QUESTION, headline=headline, seeds=_seeds(df), role="finding")

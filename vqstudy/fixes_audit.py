@@ -100,7 +100,8 @@ def share_below(counts, latents_per_batch: int, threshold: float) -> float:
 
 @torch.no_grad()
 def replay_resets(embeddings, tokens, counts, latents_per_batch: int, decay: float = 0.99, beta: float = 0.25,
-                  steps: int = 100, seed: int = 0, quantizer: str = "dead_code") -> dict:
+                  steps: int = 100, seed: int = 0, quantizer: str = "dead_code",
+                  dead_code_threshold: float | None = None) -> dict:
     """Replay the library's dead-code reset on stored embeddings.
 
     Builds ``quantizer`` as the chapter does (``vqstudy.adapters.build``: the library's
@@ -109,7 +110,8 @@ def replay_resets(embeddings, tokens, counts, latents_per_batch: int, decay: flo
     ``steps`` times in training mode on batches of ``latents_per_batch`` rows drawn from
     ``embeddings`` (K x D tokens, N x D embeddings: the encoder frozen). Each step the
     module updates its EMA, then replaces every token whose EMA count fell below the
-    threshold, at most one per latent of the batch (the rest wait a step).
+    threshold (``dead_code_threshold``, the runs' setting; None: the Config default), at
+    most one per latent of the batch (the rest wait a step).
 
     Returns per step ``expired`` (tokens below the threshold when the module checked) and
     ``replaced`` (those it replaced), ``replaced_once`` (the share of tokens replaced at
@@ -125,7 +127,8 @@ def replay_resets(embeddings, tokens, counts, latents_per_batch: int, decay: flo
     expired, replaced, ever = [], [], torch.zeros(k, dtype=torch.bool)
     with torch.random.fork_rng():  # building the module and its resets draw from torch's global generator
         torch.manual_seed(seed)
-        vq = adapters.build(quantizer, k, d, decay, beta).train()
+        threshold = adapters.DEAD_CODE_DEFAULT if dead_code_threshold is None else dead_code_threshold
+        vq = adapters.build(quantizer, k, d, decay, beta, dead_code_threshold=threshold).train()
         book = vq.module._codebook
         book.embed.data[0].copy_(tokens)
         book.embed_avg.data[0].copy_(tokens * counts[:, None])

@@ -350,3 +350,56 @@ class VectorQuantizer(nn.Module):
         self.codebook.copy_(tokens)
         self.ema_count.copy_(counts)
         self.ema_sum.copy_(tokens * counts[:, None])
+
+
+class GradientVectorQuantizer(nn.Module):
+    """Nearest-token quantization whose tokens are learned by the optimizer: the VQ-VAE
+    paper's own codebook loss instead of its appendix's EMA (``codebook_update="gradient"``
+    of the training config).
+
+    The codebook is a parameter. ``forward`` returns the weighted loss of the VQ-VAE paper,
+    ``|sg[z] - e|^2 + beta |z - sg[e]|^2`` (each a mean over the elements of ``z``, as the
+    study's commitment is): the first term's gradient reaches only the chosen tokens, the
+    second's only ``z``; the training loop adds it as it is
+    (:func:`vqstudy.adapters.loss_weight` is 1). Nothing changes in ``forward`` itself: no
+    moving averages, no buffers. A token never chosen gets no gradient from the loss.
+    The random codebook before K-means is drawn as :class:`VectorQuantizer` draws it (the
+    same random numbers), and K-means starts it in the same way.
+    """
+
+    def __init__(self, num_tokens: int, dim: int, beta: float = 0.25):
+        super().__init__()
+        if num_tokens <= 0:
+            raise ValueError(f"num_tokens must be positive, got {num_tokens}")
+        if not beta >= 0:
+            raise ValueError(f"beta must be non-negative, got {beta}")
+        self.num_tokens, self.dim, self.beta = num_tokens, dim, beta
+        self.codebook = nn.Parameter(torch.randn(num_tokens, dim))
+
+    @torch.no_grad()
+    def init_codebook(self, embeddings: torch.Tensor, iters: int = 20, seed: int = 0,
+                      vectors_per_batch: int | None = None) -> None:
+        """K-means on ``embeddings`` (N, D) gives the tokens (``vectors_per_batch`` is
+        accepted for the common interface; there are no counts to rescale)."""
+        centres, _ = kmeans(embeddings.reshape(-1, self.dim), self.num_tokens, iters=iters, seed=seed)
+        self.set_codebook(centres)
+
+    @torch.no_grad()
+    def set_codebook(self, tokens: torch.Tensor, counts: torch.Tensor | None = None,
+                     vectors_per_batch: int | None = None) -> None:
+        """Start from given ``tokens`` (K, D), in place (the optimizer keeps the same
+        parameter); ``counts`` and ``vectors_per_batch`` are accepted and not needed."""
+        if tokens.shape != self.codebook.shape:
+            raise ValueError(f"tokens of shape {tuple(tokens.shape)} do not fit a codebook of shape "
+                             f"{tuple(self.codebook.shape)}")
+        self.codebook.copy_(tokens)
+
+    def forward(self, z: torch.Tensor):
+        """``z`` (..., D) -> ``(z_q, indices (...), codebook loss + beta * commitment)``."""
+        flat = z.detach().reshape(-1, self.dim)
+        idx = nearest_token(flat, self.codebook.detach())
+        chosen = self.codebook[idx]                 # the gradient of the codebook loss reaches these rows
+        tokens = chosen.detach()
+        z_q, commitment = StraightThrough.apply(z, tokens, flat - tokens)
+        codebook_loss = (chosen - flat).pow(2).mean()
+        return z_q, idx.view(z.shape[:-1]), codebook_loss + self.beta * commitment

@@ -7,9 +7,15 @@
   ``pretrain_steps``; K-means on the *pretrained* encoder's outputs gives the codebook;
   then the VQ-VAE trains for ``total_steps - pretrain_steps``.
 
-Same seed -> same initial weights and the same batches; same total number of AdamW
-steps in both regimes. Loss = reconstruction MSE + beta * commitment; the codebook
-follows the EMA update of :class:`~vqstudy.quantizer.VectorQuantizer`.
+Same seed -> same initial weights and the same batches; same total number of optimizer
+steps in both regimes. By default (the protocol's): AdamW; loss = reconstruction MSE +
+beta * commitment; the codebook follows the EMA update of
+:class:`~vqstudy.quantizer.VectorQuantizer`. The practitioners' chapters change three
+settings the protocol fixes: ``optimizer`` (:func:`build_optimizer`), ``codebook_update``
+("gradient": the VQ-VAE codebook loss learned by the optimizer,
+:class:`~vqstudy.quantizer.GradientVectorQuantizer`) and ``dead_code_threshold`` (the
+``dead_code`` method's, :mod:`vqstudy.adapters`); at their defaults every run is bit for bit
+what it was before they existed.
 
 Every field of :class:`Config` is also the name of the notebook parameter that sets it
 (``notebooks/profiles.yml``): one name per setting, from the profile to the run.
@@ -37,6 +43,10 @@ REGIMES = ("baseline", "pretrain")
 DATASETS = ("gaussian_mixture", "cifar10")
 MODELS = ("mlp", "conv")
 DEVICES = ("cpu", "cuda", "auto")
+OPTIMIZERS = ("adamw", "adam", "sgd", "adagrad")
+SGD_MOMENTUM = 0.9  # optimizer="sgd": heavy-ball momentum, no Nesterov
+CODEBOOK_UPDATES = adapters.CODEBOOK_UPDATES
+DEAD_CODE_THRESHOLD = adapters.DEAD_CODE_DEFAULT
 
 
 class TrainingDiverged(RuntimeError):
@@ -79,7 +89,13 @@ class Config:
     # quantizer
     codebook_size: int = setting(64, "K, the number of tokens")
     beta: float = setting(0.25, "weight of the commitment loss")
-    decay: float = setting(0.99, "EMA decay of the codebook update")
+    decay: float = setting(0.99, "EMA decay of the codebook update (codebook_update ema)")
+    codebook_update: str = setting("ema", "how the study's own quantizer (vq) learns its tokens: ema (the VQ-VAE "
+                                          "appendix's moving averages, decay) or gradient (the VQ-VAE codebook loss "
+                                          "|sg[z] - e|^2 added to the loss and learned by the optimizer, no EMA)")
+    dead_code_threshold: float = setting(DEAD_CODE_THRESHOLD,
+                                         "quantizer dead_code: a token whose EMA count of uses per batch falls "
+                                         "below this is replaced by an encoder output of the batch (0: never)")
     quantizer: str = setting(adapters.STUDY, "vq (the study's own) or a vector-quantize-pytorch method "
                                              "(vqstudy.adapters.METHODS)")
     codebook_init: str = setting("kmeans", "how the codebook starts when quantization does: kmeans (the paper's) "
@@ -87,11 +103,14 @@ class Config:
     kmeans_iters: int = setting(20, "Lloyd iterations of the codebook's K-means (after k-means++ seeding)")
     kmeans_samples: int = setting(10000, "encoder outputs sampled from the training set for the K-means")
     # optimisation
-    total_steps: int = setting(2000, "AdamW steps in all, in both regimes")
+    total_steps: int = setting(2000, "optimizer steps in all, in both regimes")
     pretrain_steps: int = setting(1000, "of those, steps of the plain autoencoder (pretrain regime only)")
     batch_size: int = setting(256, "training examples a step")
-    lr: float = setting(1e-3, "AdamW learning rate")
-    weight_decay: float = setting(1e-4, "AdamW weight decay")
+    optimizer: str = setting("adamw", "adamw (the protocol's), adam, sgd (momentum 0.9) or adagrad, with the same "
+                                      "lr and weight_decay")
+    lr: float = setting(1e-3, "learning rate of the optimizer")
+    weight_decay: float = setting(1e-4, "AdamW weight decay (decoupled); adam, sgd and adagrad take it as torch "
+                                        "does, an L2 term weight_decay x parameter added to the gradient")
     # what to keep for figures
     keep_embeddings: int = setting(2000, "evaluation embeddings stored at VQ initialisation and at the end")
     keep_reconstructions: int = setting(0, "reconstructions of the first n evaluation inputs kept (<= 512)")
@@ -123,6 +142,21 @@ class Config:
             bad("codebook_size", f"{problem} for quantizer={self.quantizer!r}")
         if self.codebook_init not in inits.METHODS:
             bad("codebook_init", f"one of {list(inits.METHODS)}")
+        if self.optimizer not in OPTIMIZERS:
+            bad("optimizer", f"one of {list(OPTIMIZERS)}")
+        if self.codebook_update not in CODEBOOK_UPDATES:
+            bad("codebook_update", f"one of {list(CODEBOOK_UPDATES)}")
+        if self.codebook_update != "ema" and self.quantizer != adapters.STUDY:
+            bad("codebook_update", f"'ema' for quantizer={self.quantizer!r} (the gradient update is the study's own "
+                                   f"quantizer's, {adapters.STUDY!r}; a library method updates its codebook as its "
+                                   "module does)")
+        threshold = self.dead_code_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold >= 0 \
+                or not math.isfinite(threshold):
+            bad("dead_code_threshold", "a non-negative number (0: no reset)")
+        if threshold != DEAD_CODE_THRESHOLD and self.quantizer != "dead_code":
+            bad("dead_code_threshold", f"{DEAD_CODE_THRESHOLD} (the default) for quantizer={self.quantizer!r}: only "
+                                       "the dead_code method resets tokens")
         if self.codebook_init != "kmeans" and self.quantizer != adapters.STUDY:
             bad("codebook_init", f"'kmeans' for quantizer={self.quantizer!r} (the other initialisers set the "
                                  f"codebook of the study's own quantizer, {adapters.STUDY!r})")
@@ -353,6 +387,7 @@ NOT_IN_PRETRAINING = ("regime", "codebook_size", "beta", "decay", "kmeans_iters"
                       "keep_embeddings", "keep_reconstructions",
                       "quantizer",  # built before pretraining, but takes no part in it
                       "codebook_init",  # the codebook starts after pretraining
+                      "codebook_update", "dead_code_threshold",  # how the codebook learns, once it exists
                       "pooled_separability", "token_probes")  # measured after quantization starts
 
 
@@ -388,6 +423,28 @@ def curve_steps(cfg: Config) -> set[int]:
     return {round(cfg.total_steps * (i + 1) / n) for i in range(n)} if n else set()
 
 
+def build_optimizer(cfg: Config, parameters) -> torch.optim.Optimizer:
+    """The optimizer ``cfg.optimizer`` names, with ``cfg.lr`` and ``cfg.weight_decay``:
+    AdamW (the protocol's; decoupled weight decay), Adam, SGD with momentum
+    ``SGD_MOMENTUM``, or Adagrad (each of the last three with torch's L2 weight decay)."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=cfg.lr, momentum=SGD_MOMENTUM, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adagrad":
+        return torch.optim.Adagrad(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise InvalidConfig("optimizer", cfg.optimizer, f"one of {list(OPTIMIZERS)}")
+
+
+def build_quantizer(cfg: Config) -> torch.nn.Module:
+    """The run's quantizer: ``cfg.quantizer`` for K = ``codebook_size`` tokens of dimension
+    ``latent_dim``, with the settings of its codebook (:func:`vqstudy.adapters.build`)."""
+    return adapters.build(cfg.quantizer, cfg.codebook_size, cfg.latent_dim, cfg.decay, cfg.beta,
+                          dead_code_threshold=cfg.dead_code_threshold, codebook_update=cfg.codebook_update)
+
+
 def train(cfg: Config, progress: bool = False, pretrained=None) -> dict:
     """Train one VQ-VAE in ``cfg.regime``; return metrics on the evaluation set at VQ
     initialisation and at the end, the training curves, and the snapshots the figures
@@ -407,8 +464,8 @@ def train_here(cfg: Config, progress: bool, pretrained) -> dict:
     torch.manual_seed(cfg.seed)
     data = load_data(cfg)
     model = build_model(cfg, data).to(device)  # same seed -> same initial weights in both regimes
-    vq = adapters.build(cfg.quantizer, cfg.codebook_size, cfg.latent_dim, cfg.decay, cfg.beta).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    vq = build_quantizer(cfg).to(device)
+    optimizer = build_optimizer(cfg, model.parameters())
     stream = batches(len(data.train_x), cfg.batch_size, cfg.seed)
     pretrain_steps = cfg.pretrain_steps if cfg.regime == "pretrain" else 0
     at_steps = curve_steps(cfg)
@@ -457,7 +514,8 @@ def train_here(cfg: Config, progress: bool, pretrained) -> dict:
         if pretrain_steps and pretrained is not None:  # put() stores a copy at once
             pretrained.put(key, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                  "curve": {k: list(v) for k, v in curves.items()}})
-    if quantizer_parameters := list(vq.parameters()):  # an adapter's (SimVQ's map, projections): same AdamW
+    if quantizer_parameters := list(vq.parameters()):  # an adapter's (SimVQ's map, projections), or the tokens
+        # of codebook_update="gradient": the same optimizer
         optimizer.add_param_group({"params": quantizer_parameters})  # after the stored pretraining's state
 
     continuous = evaluate(model, vq, data, cfg, device, quantize=False)
@@ -475,7 +533,8 @@ def train_here(cfg: Config, progress: bool, pretrained) -> dict:
     if cfg.curve_points:
         curve_point(pretrain_steps, "vq")  # the codebook as K-means left it
 
-    loss_weight = adapters.loss_weight(cfg.quantizer, cfg.beta)  # beta for the study's unweighted commitment
+    # beta for the study's unweighted commitment; 1 for a quantizer that weights its own loss
+    loss_weight = adapters.loss_weight(cfg.quantizer, cfg.beta, cfg.codebook_update)
     step_seconds = []  # per VQ step; the median leaves out the steps that measured a curve point
     for i in range(pretrain_steps, cfg.total_steps):
         step_started = time.perf_counter()
