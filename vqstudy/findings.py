@@ -20,6 +20,7 @@ One section per chapter, in the order of the book:
 - ``notebooks/usage_growth.ipynb`` (Practitioners' questions): GROW1 (:func:`check_usage_growth`).
 - ``notebooks/dead_code_reset.ipynb`` (Practitioners' questions): RESET1
   (:func:`check_reset_substitutes`).
+- ``notebooks/knobs.ipynb`` (Practitioners' questions): KNOB1 (:func:`check_knobs`).
 
 (R3, the finding of ``cifar10_robustness``, is judged by C3's own checks and lives beside
 them in :mod:`vqstudy.claims`.)
@@ -896,3 +897,120 @@ def check_reset_substitutes(df: pd.DataFrame) -> Verdict:
                 f"{RESET_MSE_RATIO - 1:.0%} of its MSE in every seed " + "; ".join(parts) + ".")
     return Verdict("RESET1", "A dead-code reset substitutes for pretraining", RESET1_RULE, conditions, numbers,
                    statement=RESET1_QUESTION, headline=headline, seeds=_seeds(df), role="finding")
+
+
+# === knobs: which knobs move collapse? =======================================================
+
+KNOB_SETTINGS = {"synthetic": "C1's setting", "cifar10": "C3's setting (CIFAR-10)"}  # a setting's name in the chapter
+KNOB_DEFAULT = "default"       # the knob value of the runs with every knob at its default: C1's and C3's own runs
+KNOB_COLLAPSE_SHARE = 0.75     # baseline's usage below this share of pretrain's (default): the collapse persists
+KNOB_RESCUE_USAGE = RESET_USAGE_SHARE   # rescued: usage at least this share of pretrain's (default), as RESET1
+KNOB_RESCUE_MSE = RESET_MSE_RATIO       # rescued: MSE at most this times pretrain's (default), as RESET1
+
+KNOB1_QUESTION = ("Practitioners whose codebook collapses turn the knobs they have: the learning rate, the commitment "
+                  "weight β, the EMA decay, the batch size, the optimizer, the latent dimension, or a codebook learned "
+                  "by gradient instead of moving averages. Turned one at a time, does any of them undo baseline's "
+                  "tokens collapse, or does it persist under every one; and which knob, if any, rescues baseline "
+                  "without pretraining?")
+
+KNOB1_RULE = (
+    "One knob at a time, every other setting at the protocol's value. The *reference* is the pretrain regime with "
+    "every knob at its default (the paper's fix, exactly C1's and C3's runs). Baseline's collapse *persists* under a "
+    "knob value when, in every seed, the baseline regime with that value (quantization from step 0, no pretraining) "
+    f"ends training with fewer than {KNOB_COLLAPSE_SHARE:.0%} as many tokens in use as the reference has in the same "
+    "seed. KNOB1 holds if, at each setting (C1's: the Gaussian mixture and the MLP; C3's: CIFAR-10 and the "
+    "convolutional model), the collapse persists under every knob value swept there, the default included; one "
+    "condition per setting (statistic: in each seed, the largest over the knob values of baseline's usage / the "
+    f"reference's usage; comparison: < {KNOB_COLLAPSE_SHARE:g}, in every seed). A run without a usage (or a seed "
+    "without its reference) fails the condition. Reported, not judged: the knob values that *rescue* baseline, "
+    f"bringing it to at least {KNOB_RESCUE_USAGE:.0%} of the reference's usage and at most {KNOB_RESCUE_MSE - 1:.0%} "
+    "above its MSE in every seed (RESET1's tolerances), and what each knob value does to the pretrain regime.")
+
+
+def relative_to_default(t: pd.DataFrame) -> pd.DataFrame:
+    """Each run of ``t`` (columns setting (optional), knob, regime, seed, usage, mse) with
+    its usage and MSE relative to the reference's in the same setting and seed (the pretrain
+    run with every knob at its default, :data:`KNOB_DEFAULT`): columns ``usage_share`` =
+    usage / reference usage and ``mse_ratio`` = mse / reference MSE; NaN where the seed has
+    no reference or the reference's value is not positive."""
+    out = t.copy()
+    by = ["setting", "seed"] if "setting" in t else ["seed"]
+    ref = t[(t.regime == "pretrain") & (t.knob == KNOB_DEFAULT)].groupby(by)[["usage", "mse"]].first()
+    ref = ref.where(ref > 0).rename(columns={"usage": "_ref_usage", "mse": "_ref_mse"})
+    out = out.join(ref, on=by)
+    out["usage_share"] = out.usage / out._ref_usage
+    out["mse_ratio"] = out.mse / out._ref_mse
+    return out.drop(columns=["_ref_usage", "_ref_mse"])
+
+
+def largest_baseline_share(t: pd.DataFrame) -> float:
+    """KNOB1's statistic (runs of one setting, one seed or more): the largest, over the
+    baseline runs (every knob value), of usage / the reference's usage; NaN without a
+    baseline run or where a share is missing (a missing usage, no reference), which fails."""
+    shares = relative_to_default(t).loc[lambda d: d.regime == "baseline", "usage_share"]
+    return float(shares.max()) if len(shares) and not shares.isna().any() else math.nan
+
+
+def rescue_scores(t: pd.DataFrame) -> pd.DataFrame:
+    """Per baseline run of one setting (columns knob, seed, usage_share, mse_ratio, score):
+    score = min(usage_share / KNOB_RESCUE_USAGE, KNOB_RESCUE_MSE / mse_ratio), at least 1
+    exactly when the run is within both tolerances of the reference; -inf where a ratio is
+    missing."""
+    d = relative_to_default(t)
+    d = d[d.regime == "baseline"]
+    score = np.minimum(d.usage_share / KNOB_RESCUE_USAGE, KNOB_RESCUE_MSE / d.mse_ratio.where(d.mse_ratio > 0))
+    return d.assign(score=score.fillna(-math.inf))[["knob", "seed", "usage_share", "mse_ratio", "score"]]
+
+
+def rescuing(t: pd.DataFrame) -> list:
+    """The knob values (in the table's order) that rescue baseline at one setting: the
+    worst seed's :func:`rescue_scores` score at least 1."""
+    scores = rescue_scores(t)
+    worst = scores.groupby("knob", sort=False).score.min()
+    return [k for k, v in worst.items() if v >= 1]
+
+
+def check_knobs(df: pd.DataFrame) -> Verdict:
+    """KNOB1 on one row per run (columns setting, knob (a knob value's name;
+    :data:`KNOB_DEFAULT` for every knob at its default), regime, seed, usage, mse,
+    perplexity): one condition per setting, in the table's order, its statistic
+    :func:`largest_baseline_share` in every seed. Numbers per setting: the knob value whose
+    baseline comes closest to the reference (largest seed-mean usage share), the rescuing
+    values, the reference's and the default baseline's usage and MSE."""
+    conditions, numbers, parts = [], {}, []
+    for setting, d in df.groupby("setting", sort=False):
+        name = KNOB_SETTINGS.get(setting, setting)
+        rel = relative_to_default(d)
+        base = rel[rel.regime == "baseline"]
+        values = list(dict.fromkeys(base.knob))
+        means = base.groupby("knob", sort=False)[["usage_share", "mse_ratio"]].mean()
+        detail = "; ".join(f"{k}: " + ", ".join(f"{v:.2f}" for v in base[base.knob == k].usage_share)
+                           for k in values) or "no baseline run"
+        c = rules.condition(
+            f"{name}: under every knob value swept ({len(values)}, the default included), baseline's usage stays "
+            f"below {KNOB_COLLAPSE_SHARE:.0%} of pretrain's at the default, in every seed", d, largest_baseline_share,
+            "<", KNOB_COLLAPSE_SHARE, what="the largest over the knob values of baseline's usage / pretrain's "
+                                          "(default) usage", detail=detail)
+        conditions.append(c)
+        closest = means.usage_share.idxmax() if means.usage_share.notna().any() else "none"
+        saved = rescuing(d)
+        ref = d[(d.regime == "pretrain") & (d.knob == KNOB_DEFAULT)]
+        plain = d[(d.regime == "baseline") & (d.knob == KNOB_DEFAULT)]
+        numbers.update({
+            f"{setting}_n_values": len(values), f"{setting}_largest_share": float(c.deciding),
+            f"{setting}_closest": closest,
+            f"{setting}_closest_share": float(means.usage_share.get(closest, math.nan)),
+            f"{setting}_closest_mse_ratio": float(means.mse_ratio.get(closest, math.nan)),
+            f"{setting}_rescuing": ", ".join(saved) if saved else "none", f"{setting}_n_rescuing": len(saved),
+            f"{setting}_usage_pretrain": float(ref.usage.mean()), f"{setting}_mse_pretrain": float(ref.mse.mean()),
+            f"{setting}_usage_baseline": float(plain.usage.mean()), f"{setting}_mse_baseline": float(plain.mse.mean()),
+            f"{setting}_default_share": float(means.usage_share.get(KNOB_DEFAULT, math.nan)),
+        })
+        parts.append(f"at {name} the closest is {closest} ({pct(numbers[f'{setting}_closest_share'])} of pretrain's "
+                     f"usage, seed mean), rescuing: {numbers[f'{setting}_rescuing']}")
+    if not conditions:
+        conditions.append(_not_judged("baseline's collapse persists under every knob", "no runs"))
+    headline = (f"Baseline's usage against pretrain's at the default (collapse persists below "
+                f"{KNOB_COLLAPSE_SHARE:.0%}): " + "; ".join(parts) + ".")
+    return Verdict("KNOB1", "Baseline's collapse persists under every knob", KNOB1_RULE, conditions, numbers,
+                   statement=KNOB1_QUESTION, headline=headline, seeds=_seeds(df), role="finding")
