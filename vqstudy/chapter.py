@@ -274,8 +274,8 @@ class Chapter:
         if not fragile:
             return verdicts, "No verdict here is fragile, so no more seeds were run."
         seeds = self.sweep.params.get("seed")
-        was = {v.claim: f"{v.claim} {v.outcome} at {len(v.seeds)} seeds, fragile ({v.fragility()[len('Fragile: '):]})"
-               for v in fragile}
+        was = {v.claim: f"{v.claim} {v.outcome} at {len(v.seeds)} seeds, fragile "
+                        f"({v.fragility()[len('Fragile: '):].rstrip('.')})" for v in fragile}
         before = "; ".join(was.values())
 
         def unsettled(why: str) -> tuple[list, str]:
