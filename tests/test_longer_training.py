@@ -144,6 +144,19 @@ def test_the_times_of_each_part_and_where_they_ran(record):
     assert times.state.tolist() == ["recorded"] * 2 + ["running"] + ["recorded"] * 2
     assert recorded.wall_text(times.wall_seconds[0]) == "1 h 2 min" and recorded.wall_text(78.0) == "1 min 18 s"
     assert recorded.machine_text(times) == "AMD EPYC, 2 cores, 2 worker processes of 1 torch thread each, commit abcdef1"
+    assert times.run_seconds.tolist() == [12.0, 12.0, 4.0, 18.0, 18.0]  # each run's own seconds, summed
+    html = plots.timings_table(times, recorded.wall_text).to_html()
+    assert "sittings" not in html and "12 s" in html
+
+
+def test_a_part_finished_in_a_later_sitting_says_so_beside_its_wall_time(record):
+    part = recorded.part_dir(record / "long-cpu-2026-12-07", "cifar10_scaling", 4)
+    prov = json.loads((part / recorded.PROVENANCE_FILE).read_text())
+    prov.update(first_started="2026-12-07T17:00:00+00:00", sittings=2)
+    (part / recorded.PROVENANCE_FILE).write_text(json.dumps(prov))
+    times = recorded.timings(recorded.find(recorded.NEWEST, record))
+    html = plots.timings_table(times, recorded.wall_text).to_html()
+    assert "1 h 2 min (the last of 2 sittings, from 2026-12-07 17:00)" in html and html.count("sittings") == 1
 
 
 def test_the_newest_record_is_found_by_when_it_started_and_an_unknown_one_is_refused(record):

@@ -53,6 +53,13 @@ def test_a_record_writes_its_parts_resumes_and_is_re_judged(tmp_path, capsys):
     assert len(changed) == 1 and "C1 was recorded as" in changed[0]
     table = records.summary_table(tmp_path)
     assert table.schedule.tolist() == [1, 2] and table.steps.tolist() == ["60 steps", "120 steps"]
+    # a part interrupted in an earlier sitting: the resumed one keeps when it first started and counts sittings
+    prov = records.provenance(x2)
+    (x2 / "provenance.json").write_text(json.dumps({**prov, "started": "2026-12-07T18:00:00+00:00", "finished": None}))
+    records.record("r", "smoke", schedules=[2], only=["tokens_collapse"], workers=1, root=tmp_path)
+    resumed = records.provenance(x2)
+    assert resumed["first_started"] == "2026-12-07T18:00:00+00:00" and resumed["sittings"] == 2
+    assert resumed["started"] > resumed["first_started"] and resumed["finished"]
 
 
 COMMITTED = records.parts()

@@ -1126,11 +1126,20 @@ def convergence_distance_table(far: pd.DataFrame, keys: list, tolerances: dict,
 def timings_table(times: pd.DataFrame, wall) -> "pd.io.formats.style.Styler":
     """The parts of a record and their times (``vqstudy.recorded.timings``); ``wall``
     writes seconds in words."""
-    rows = [[r["chapter"], f"×{r['schedule']}", str(r["steps"]), str(r["runs"]),
-             wall(r["wall_seconds"]) if r["state"] == "recorded" else "running",
+    def last_sitting(r) -> str:
+        if r["state"] != "recorded":
+            return "running"
+        sittings = r.get("sittings", 1) or 1
+        return wall(r["wall_seconds"]) + (f" (the last of {sittings} sittings, from "
+                                          f"{(r.get('first_started') or '')[:16].replace('T', ' ')})"
+                                          if sittings > 1 else "")
+
+    rows = [[r["chapter"], f"×{r['schedule']}", str(r["steps"]), str(r["runs"]), last_sitting(r),
              wall(r["sweep_seconds"]) if r["state"] == "recorded" else "—",
-             (r["finished"] or "")[:16].replace("T", " ")] for r in times.to_dict("records")]
-    names = ["chapter", "schedule", "steps", "runs", "wall time", "of which training", "finished (UTC)"]
+             wall(r.get("run_seconds") or 0), (r["finished"] or "")[:16].replace("T", " ")]
+            for r in times.to_dict("records")]
+    names = ["chapter", "schedule", "steps", "runs", "wall time", "of which training",
+             "training summed over runs", "finished (UTC)"]
     frame = pd.DataFrame(rows, columns=names)
     classes = pd.DataFrame([["vq-key"] + ["vq-num"] * (len(names) - 1)] * len(frame), columns=names)
     return frame.style.hide(axis="index").set_td_classes(classes).set_table_attributes('class="vq-table"')

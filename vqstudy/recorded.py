@@ -397,11 +397,18 @@ def wall_text(seconds) -> str:
 
 def timings(record: Path | None) -> pd.DataFrame:
     """One row per part of the record, from its provenance: chapter, schedule, steps,
-    runs, state, wall time (sweep + notebook), workers and cores, CPU, commit, dates."""
+    runs, state, wall time (sweep + notebook) of the sitting that finished it and how many
+    sittings the part took (a part resumed after an interruption: the earlier sittings' wall
+    time is not known), the training time summed over its runs (whole, whatever the
+    sittings), workers and cores, CPU, commit, dates."""
     rows = []
     for part in record_parts(record) if record else []:
         prov, state = provenance(part), part_state(part)
+        runs = json.loads((part / RUNS_FILE).read_text()).get("runs", []) if (part / RUNS_FILE).exists() else []
         rows.append({"chapter": part.parent.name, "schedule": int(part.name[1:]),
+                     # training time summed over the runs: each run's own, so whole across sittings
+                     "run_seconds": sum(r.get("seconds") or 0 for r in runs), "sittings": prov.get("sittings", 1),
+                     "first_started": prov.get("first_started") or prov.get("started") or "",
                      "steps": prov.get("parameters", {}).get("total_steps"), "runs": prov.get("runs"),
                      "state": state["state"], "wall_seconds": prov.get("wall_seconds"),
                      "sweep_seconds": prov.get("sweep_seconds"), "notebook_seconds": prov.get("notebook_seconds"),

@@ -101,6 +101,11 @@ def record_part(record: Path, chapter: str, profile: str, schedule: int, workers
     provenance = {"record": Path(record).name, "chapter": chapter, "profile": profile, "schedule": schedule,
                   "parameters": overrides, "runs": len(plan.configs), **machine(),
                   "workers": workers or run_cache.default_workers(), "started": now(), "finished": None}
+    earlier = part / PROVENANCE_FILE
+    if earlier.exists():  # resumed: the part began in an earlier sitting, whose wall time this one cannot see
+        before = json.loads(earlier.read_text())
+        provenance["first_started"] = before.get("first_started") or before.get("started")
+        provenance["sittings"] = before.get("sittings", 1) + 1
     write_json(part / PROVENANCE_FILE, provenance)
     started = time.perf_counter()
     stored = []
