@@ -1115,7 +1115,8 @@ def convergence_distance_table(far: pd.DataFrame, keys: list, tolerances: dict,
         cells = [f"{r[f'{m}_change']:+.1%} ({r[f'{m}_largest']:.1%})" + ("" if abs(r[f"{m}_change"]) < tol else " ✗")
                  for m, tol in tolerances.items()]
         rows.append([str(r[k]) for k in keys] + cells + [f"{r['converged']} of {r['seeds']}"])
-    names = (list(keys) + [f"{m} change, median (largest) [tolerance {tol:.0%}]" for m, tol in tolerances.items()]
+    names = (list(keys) + [f"{'MSE' if m == 'mse' else m} change, median (largest) [tolerance {tol:.0%}]"
+                           for m, tol in tolerances.items()]
              + ["seeds converged"])
     frame = pd.DataFrame(rows, columns=names)
     classes = pd.DataFrame([["vq-key"] * len(keys) + ["vq-num"] * (len(names) - len(keys))] * len(frame), columns=names)
