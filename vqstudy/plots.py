@@ -1125,8 +1125,9 @@ def convergence_distance_table(far: pd.DataFrame, keys: list, tolerances: dict,
 
 
 def timings_table(times: pd.DataFrame, wall) -> "pd.io.formats.style.Styler":
-    """The parts of a record and their times (``vqstudy.recorded.timings``); ``wall``
-    writes seconds in words."""
+    """The parts of a record and their times (``vqstudy.recorded.timings``): the wall time of
+    the sitting that finished each part (training and notebook) and its training summed over
+    its runs, whole across sittings; ``wall`` writes seconds in words."""
     def last_sitting(r) -> str:
         if r["state"] != "recorded":
             return "running"
@@ -1136,11 +1137,10 @@ def timings_table(times: pd.DataFrame, wall) -> "pd.io.formats.style.Styler":
                                           if sittings > 1 else "")
 
     rows = [[r["chapter"], f"×{r['schedule']}", str(r["steps"]), str(r["runs"]), last_sitting(r),
-             wall(r["sweep_seconds"]) if r["state"] == "recorded" else "—",
              wall(r.get("run_seconds") or 0), (r["finished"] or "")[:16].replace("T", " ")]
             for r in times.to_dict("records")]
-    names = ["chapter", "schedule", "steps", "runs", "wall time", "of which training",
-             "training summed over runs", "finished (UTC)"]
+    names = ["chapter", "schedule", "steps", "runs", "wall time", "training summed over runs", "finished (UTC)"]
     frame = pd.DataFrame(rows, columns=names)
     classes = pd.DataFrame([["vq-key"] + ["vq-num"] * (len(names) - 1)] * len(frame), columns=names)
+    classes["wall time"] = "vq-num vq-wrap"  # "(the last of 2 sittings, from ...)" wraps within the column
     return frame.style.hide(axis="index").set_td_classes(classes).set_table_attributes('class="vq-table"')
