@@ -111,3 +111,27 @@ def built_book(smoke_book, monkeypatch) -> Book:
     assert smoke_book.code == 0, f"the smoke book did not build (exit code {smoke_book.code}; see the log above)"
     monkeypatch.setattr(runner, "__file__", str(smoke_book.library / "runner.py"))
     return smoke_book
+
+
+@pytest.fixture
+def shares_c1_and_c3_runs():
+    """A check for a practitioners' chapter whose reference runs are C1's at K = 1024 and
+    C3's at K = 2048: ``check(chapter, reference)`` asserts that at quick the chapter's run
+    named ``SETTING/[pretrain+]REFERENCE`` is, field for field, C1's or C3's run of the same
+    regime and seed (so the run cache shares them), and returns how many it matched."""
+    from vqstudy import sweeps
+
+    def check(chapter: str, reference: str) -> int:
+        plan = sweeps.plan(chapter, "quick")
+        mine = {(p["run"], p["seed"]): cfg for p, cfg in zip(plan.points, plan.configs)}
+        matched = 0
+        for paper, setting, k in (("tokens_collapse", "synthetic", 1024), ("cifar10_scaling", "cifar10", 2048)):
+            theirs = sweeps.plan(paper, "quick")
+            for p, cfg in zip(theirs.points, theirs.configs):
+                if p["codebook_size"] == k:
+                    name = f"{setting}/{'pretrain+' if p['regime'] == 'pretrain' else ''}{reference}"
+                    assert mine[(name, p["seed"])] == cfg, (paper, p)
+                    matched += 1
+        return matched
+
+    return check

@@ -164,15 +164,8 @@ def test_each_runs_absolute_threshold_is_its_relative_one_times_the_expected_use
         assert {(setting, False, "vq"), (setting, True, "vq")} <= seen
 
 
-def test_the_quick_no_reset_runs_are_c1s_and_c3s_runs():
+def test_the_quick_no_reset_runs_are_c1s_and_c3s_runs(shares_c1_and_c3_runs):
     """At quick the runs without a reset are exactly C1's runs at K = 1024 and C3's at
     K = 2048 (the run cache shares them)."""
-    plan = sweeps.plan("dead_code_reset", "quick")
-    mine = {(p["run"], p["seed"]): cfg for p, cfg in zip(plan.points, plan.configs)}
-    for chapter, setting, k in (("tokens_collapse", "synthetic", 1024), ("cifar10_scaling", "cifar10", 2048)):
-        theirs = sweeps.plan(chapter, "quick")
-        for p, cfg in zip(theirs.points, theirs.configs):
-            if p["codebook_size"] == k:
-                name = f"{setting}/{'pretrain+' if p['regime'] == 'pretrain' else ''}vq"
-                assert mine[(name, p["seed"])] == cfg, (chapter, p)
+    assert shares_c1_and_c3_runs("dead_code_reset", "vq") == 12
     assert params.resolve("dead_code_reset", "quick")["seed"] == [0, 1, 2]

@@ -180,20 +180,10 @@ def test_each_run_turns_one_knob_as_its_name_says(profile):
         assert {(setting, False, "default"), (setting, True, "default")} <= seen
 
 
-def test_the_quick_default_runs_are_c1s_and_c3s_runs():
+def test_the_quick_default_runs_are_c1s_and_c3s_runs(shares_c1_and_c3_runs):
     """At quick the runs with every knob at its default are exactly C1's runs at K = 1024
     and C3's at K = 2048, field for field (the run cache shares them)."""
-    plan = sweeps.plan("knobs", "quick")
-    mine = {(p["run"], p["seed"]): cfg for p, cfg in zip(plan.points, plan.configs)}
-    matched = 0
-    for chapter, setting, k in (("tokens_collapse", "synthetic", 1024), ("cifar10_scaling", "cifar10", 2048)):
-        theirs = sweeps.plan(chapter, "quick")
-        for p, cfg in zip(theirs.points, theirs.configs):
-            if p["codebook_size"] == k:
-                name = f"{setting}/{'pretrain+' if p['regime'] == 'pretrain' else ''}default"
-                assert mine[(name, p["seed"])] == cfg, (chapter, p)
-                matched += 1
-    assert matched == 12 and params.resolve("knobs", "quick")["seed"] == [0, 1, 2]
+    assert shares_c1_and_c3_runs("knobs", "default") == 12 and params.resolve("knobs", "quick")["seed"] == [0, 1, 2]
 
 
 def test_at_quick_c1s_setting_sweeps_every_knob_in_both_regimes():
