@@ -77,3 +77,23 @@ def test_every_committed_record_keeps_its_verdicts_under_todays_rules(part):
     assert {"commit", "cpu", "torch_threads", "started", "parameters"} <= set(prov)
     table = records.run_set(part).table
     assert len(table) == prov["runs"] or prov["finished"] is None
+
+
+def test_a_chapter_reads_a_recorded_configuration_instead_of_training_it_and_a_missing_one_is_named():
+    """cifar10_robustness at quick takes its `longer` setting from the long record's x4 part of C3:
+    exactly those configurations (fields the record predates at their defaults), no others."""
+    from vqstudy import params, recorded, sweeps
+
+    record = recorded.find(recorded.NEWEST)
+    P = params.resolve("cifar10_robustness", "quick")
+    assert "longer" in P["recorded_settings"] and "longer" not in P["setting"]  # not trained by the sweep
+    overrides = {k: v for k, v in P.items() if k != "profile"}
+    overrides["setting"] = P["recorded_settings"]
+    plan = sweeps.plan("cifar10_robustness", "quick", overrides)
+    found = recorded.stored_runs(record, plan.configs, plan.points)
+    assert len(found.table) == len(plan.configs) == 4
+    assert set(found.table.total_steps) == {4000} and set(found.table.setting) == {"longer"}
+    assert [r["config"]["codebook_size"] for r in found.results] == [c.codebook_size for c in plan.configs]
+    three_times = [c.replace(total_steps=3000, pretrain_steps=1500) for c in plan.configs]  # no such part
+    with pytest.raises(ValueError, match="holds no run trained with .*total_steps=3000"):
+        recorded.stored_runs(record, three_times, plan.points)

@@ -460,3 +460,30 @@ def longest_verdicts(root: Path | None = None) -> dict:
     if not verdicts:
         return {}
     return {"record": record.name, "date": date_of(started(record)), "verdicts": verdicts}
+
+
+def stored_runs(record: Path, configs: list, points: list[dict]) -> RunSet:
+    """The runs of ``record`` (any of its parts) trained with exactly ``configs``, as a
+    :class:`RunSet` with the swept ``points``: a chapter takes them instead of training the
+    same configurations again (the same configuration is one run). A stored configuration
+    that predates a training setting is read with that setting at its default, which is what
+    it trained with. Raises ``ValueError`` naming the first configuration the record lacks."""
+    import dataclasses
+
+    from vqstudy.training import Config
+
+    stored = {}
+    for part in record_parts(Path(record)):
+        for run in json.loads((part / RUNS_FILE).read_text())["runs"]:
+            key = repr(sorted(dataclasses.asdict(Config.from_dict(run["config"])).items()))
+            stored.setdefault(key, run)
+    found = []
+    for cfg, point in zip(configs, points):
+        run = stored.get(repr(sorted(dataclasses.asdict(cfg).items())))
+        if run is None:
+            raise ValueError(f"record {Path(record).name} holds no run trained with {point} "
+                             f"(total_steps={cfg.total_steps}, pretrain_steps={cfg.pretrain_steps}, "
+                             f"codebook_size={cfg.codebook_size}, seed={cfg.seed}); its parts: "
+                             f"{[f'{p.parent.name}/{p.name}' for p in record_parts(Path(record))]}")
+        found.append(run)
+    return RunSet(points, found)
