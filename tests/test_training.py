@@ -176,3 +176,18 @@ def test_a_bad_optimizer_is_refused_naming_it_and_the_allowed_ones():
     with pytest.raises(InvalidConfig, match=r"optimizer='rmsprop' is invalid: must be one of "
                                             r"\['adamw', 'adam', 'sgd', 'adagrad'\]"):
         Config(optimizer="rmsprop").validate()
+
+
+def test_an_encoder_whose_outputs_all_died_to_one_point_is_evaluated_with_an_undefined_spread_not_a_crash():
+    """C3 at ten times its learning rate drives every encoder output to one point during training
+    (zero variance): the evaluation must still return its metrics, the codebook spread relative to
+    that variance as NaN, so the run finishes and is stored (it raised ZeroDivisionError)."""
+    cfg = Config(**TINY).validate()
+    data = training.load_data(cfg)
+    model, vq = training.build_model(cfg, data), training.build_quantizer(cfg)
+    vq.init_codebook(torch.randn(200, cfg.latent_dim), iters=2, seed=0, vectors_per_batch=64)
+    encode = model.encode
+    model.encode = lambda x: encode(x) * 0.0  # every output the same point
+    m = training.evaluate(model, vq, data, cfg, torch.device("cpu"))
+    assert m["embedding_variance"] == 0.0 and math.isnan(m["codebook_spread"])
+    assert m["usage"] == 1 / cfg.codebook_size and math.isfinite(m["mse"])

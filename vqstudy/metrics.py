@@ -34,7 +34,15 @@ def covariance_trace(x: torch.Tensor) -> float:
 def codebook_spread(tokens: torch.Tensor, embeddings: torch.Tensor) -> float:
     """tr Cov(tokens) / tr Cov(embeddings): far below 1 means the tokens occupy a narrow
     part of the region the embeddings fill."""
-    return covariance_trace(tokens) / covariance_trace(embeddings)
+    return ratio(covariance_trace(tokens), covariance_trace(embeddings))
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """``numerator / denominator``, NaN where the denominator is 0: a spread relative to
+    embeddings that do not vary at all (an encoder whose every output died to one point,
+    as a learning rate ten times C3's does) is undefined, and the run must still finish
+    and be stored with its other metrics."""
+    return numerator / denominator if denominator else float("nan")
 
 
 def class_coverage(indices: torch.Tensor, labels: torch.Tensor, num_tokens: int, n_classes: int) -> dict:

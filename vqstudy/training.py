@@ -351,7 +351,7 @@ def evaluate(model, vq: VectorQuantizer, data: Data, cfg: Config, device, quanti
         "perplexity": metrics.perplexity(counts),
         "usage": metrics.usage(counts),
         "dead_tokens": metrics.dead_tokens(counts),
-        "codebook_spread": metrics.covariance_trace(tokens) / embed_var,
+        "codebook_spread": metrics.ratio(metrics.covariance_trace(tokens), embed_var),
         "tokens": tokens,
         "counts": counts,
     })
