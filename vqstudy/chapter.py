@@ -236,19 +236,16 @@ class Chapter:
         self.results = run_cache.run_all(self.sweep.configs, desc=f"{self.sweep.notebook} runs")
         return RunSet(self.sweep.points, self.results)
 
-    def recorded_runs(self, axis: str, values: dict, record) -> RunSet:
-        """The runs of this chapter's sweep with ``axis`` set to ``values`` (every other
-        parameter as resolved), taken from the committed ``record`` instead of trained
-        (:func:`vqstudy.recorded.stored_runs`)."""
-        from vqstudy import recorded
-
+    def replan(self, **changes) -> "sweeps.Sweep":
+        """The sweep of this chapter with ``changes`` to its parameters (every other one as
+        resolved), planned but not run: e.g. the configurations a setting would train, to
+        read them from a record instead (:func:`vqstudy.recorded.stored_runs`)."""
         if self.sweep is None:
-            raise RuntimeError("call ch.parameters() before ch.recorded_runs()")
+            raise RuntimeError("call ch.parameters() before ch.replan()")
         path = notebook_path(self.namespace)
         overrides = {k: v for k, v in self.sweep.params.items() if k != "profile"}
-        overrides[axis] = values
-        plan = sweeps.plan(path.stem, self.sweep.params["profile"], overrides, notebooks=path.parent)
-        return recorded.stored_runs(record, plan.configs, plan.points)
+        overrides.update(changes)
+        return sweeps.plan(path.stem, self.sweep.params["profile"], overrides, notebooks=path.parent)
 
     def publish(self, *verdicts: "claims.Verdict") -> None:
         """Record the verdicts (``NAME.verdict.json`` in the working directory, which the
