@@ -472,14 +472,16 @@ def stored_runs(record: Path, configs: list, points: list[dict]) -> RunSet:
 
     from vqstudy.training import Config
 
+    def key(cfg: Config) -> str:
+        return repr(sorted(dataclasses.asdict(cfg).items()))
+
     stored = {}
     for part in record_parts(Path(record)):
         for run in json.loads((part / RUNS_FILE).read_text())["runs"]:
-            key = repr(sorted(dataclasses.asdict(Config.from_dict(run["config"])).items()))
-            stored.setdefault(key, run)
+            stored.setdefault(key(Config.from_dict(run["config"])), run)
     found = []
     for cfg, point in zip(configs, points):
-        run = stored.get(repr(sorted(dataclasses.asdict(cfg).items())))
+        run = stored.get(key(cfg))
         if run is None:
             raise ValueError(f"record {Path(record).name} holds no run trained with {point} "
                              f"(total_steps={cfg.total_steps}, pretrain_steps={cfg.pretrain_steps}, "
